@@ -1,0 +1,1 @@
+"""Engines on gpu nodes over ssh."""

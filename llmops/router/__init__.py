@@ -1,0 +1,1 @@
+"""The gateway: an OpenAI-compatible router over vLLM/SGLang engines."""

@@ -1,0 +1,1 @@
+"""The simulated engine: speaks vLLM's (or SGLang's) HTTP without a GPU."""
