@@ -6,7 +6,8 @@
     ├── RouterError             the gateway cannot start (port taken, bad TLS files, ...)
     ├── SimError                the simulated engine cannot start
     ├── DeployError             a node or instance failed during deploy
-    └── BenchError              a load run cannot start or its input is invalid
+    ├── BenchError              a load run cannot start or its input is invalid
+    └── DashboardError          the dashboard cannot reach the router or read its /status
 
 Boundaries (CLI commands, servers) translate library errors into these.
 """
@@ -50,3 +51,7 @@ class DeployError(LlmopsError):
 
 class BenchError(LlmopsError):
     """A benchmark run cannot start or its input is invalid."""
+
+
+class DashboardError(LlmopsError):
+    """The dashboard cannot reach the router, is refused, or cannot read its ``/status``."""
