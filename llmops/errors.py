@@ -1,7 +1,7 @@
 """The one error tree of llmops.
 
     LlmopsError                 anything the user can fix; the CLI prints it on one line, exit 1
-    ├── ConfigError             a config file is missing, unreadable or invalid (all problems at once)
+    ├── ConfigError             a config file is missing, unreadable or invalid (all problems)
     ├── NotBuiltError           a command whose part is not implemented yet
     ├── RouterError             the gateway cannot start (port taken, bad TLS files, ...)
     ├── SimError                the simulated engine cannot start

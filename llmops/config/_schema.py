@@ -144,11 +144,14 @@ def _build_dataclass(cls: type[Any], value: Any, path: str, problems: list[str])
             problems.append(f"{join_path(path, str(key))}: unknown key")
             failed = True
     for name, field in fields.items():
-        alias = field.metadata.get("alias")
-        key = name if name in value or alias not in value else alias
+        alias: str | None = field.metadata.get("alias")
+        key = alias if alias is not None and alias in value and name not in value else name
         item_path = join_path(path, key)
         if key not in value:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
                 problems.append(f"{item_path}: required")
                 failed = True
             continue

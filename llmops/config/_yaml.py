@@ -39,9 +39,15 @@ def read_yaml(path: Path) -> Any:
 def resolve_references(data: Any, base_dir: Path, problems: list[str], path: str = "") -> Any:
     """Return ``data`` with references substituted in every string, recording bad ones."""
     if isinstance(data, dict):
-        return {k: resolve_references(v, base_dir, problems, join_path(path, str(k))) for k, v in data.items()}
+        return {
+            k: resolve_references(v, base_dir, problems, join_path(path, str(k)))
+            for k, v in data.items()
+        }
     if isinstance(data, list):
-        return [resolve_references(v, base_dir, problems, join_path(path, i)) for i, v in enumerate(data)]
+        return [
+            resolve_references(v, base_dir, problems, join_path(path, i))
+            for i, v in enumerate(data)
+        ]
     if isinstance(data, str) and "$" in data:
         return _substitute(data, base_dir, problems, path)
     return data
@@ -64,7 +70,10 @@ def _substitute(text: str, base_dir: Path, problems: list[str], path: str) -> st
             except OSError as exc:
                 problems.append(f"{path}: cannot read {file_path}: {exc.strerror or exc}")
                 return ""
-        problems.append(f"{path}: bad reference {whole!r} (use ${{env:NAME}}, ${{file:PATH}} or $${{ for a literal)")
+        problems.append(
+            f"{path}: bad reference {whole!r} "
+            "(use ${env:NAME}, ${file:PATH} or $${ for a literal ${)"
+        )
         return ""
 
     return _REFERENCE.sub(replace, text)

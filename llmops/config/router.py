@@ -35,6 +35,9 @@ class AuthConfig:
 class RoutingConfig:
     strategy: Strategy = "simple-shuffle"
     num_retries: int = field(default=3, metadata={"check": non_negative})
+    retry_deadline: float = field(
+        default=60.0, metadata={"check": positive}
+    )  # seconds for all tries
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,9 @@ def resolve_backends(entries: list[tuple[ModelEntry, str]]) -> tuple[Backend, ..
         base_id = f"{entry.model_name}@{urlsplit(api_base).netloc}"
         seen[base_id] = seen.get(base_id, 0) + 1
         backend_id = base_id if seen[base_id] == 1 else f"{base_id}#{seen[base_id]}"
-        upstream = params.model.split("/", 1)[1] if params.model and "/" in params.model else params.model
+        upstream = (
+            params.model.split("/", 1)[1] if params.model and "/" in params.model else params.model
+        )
         backends.append(
             Backend(
                 id=backend_id,

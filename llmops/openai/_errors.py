@@ -23,7 +23,9 @@ ERROR_TYPES: dict[int, str] = {
 
 def error_json(status: int, message: str, code: str | None = None) -> bytes:
     """The JSON body of an OpenAI error response for ``status``."""
-    error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    error_type = ERROR_TYPES.get(
+        status, "server_error" if status >= 500 else "invalid_request_error"
+    )
     return orjson.dumps(
         {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     )

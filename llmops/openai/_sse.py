@@ -46,7 +46,9 @@ class SSEParser:
 
 
 def _event_data(block: bytes) -> bytes | None:
-    lines = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+    lines = [
+        line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")
+    ]
     if not lines:
         return None
     return b"\n".join(lines)

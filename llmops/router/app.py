@@ -1,0 +1,221 @@
+"""The router's aiohttp application: routes, access control and the server's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from llmops.config import LoadedConfig, load_router_config
+from llmops.errors import RouterError
+from llmops.router.auth import TokenSet
+from llmops.router.proxy import json_error, proxy_request
+from llmops.router.state import RouterState
+from llmops.router.status import build_status
+
+log = logging.getLogger("llmops.router")
+
+ROUTER = web.AppKey("router", RouterState)
+DASHBOARD_HTML = Path(__file__).with_name("static") / "dashboard.html"
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Access:
+    inference: TokenSet
+    admin: TokenSet
+
+
+ACCESS = web.AppKey("access", Access)
+
+
+def build_app(loaded: LoadedConfig) -> web.Application:
+    """The application for ``loaded``; the HTTP client session is opened on startup."""
+    app = web.Application(
+        client_max_size=loaded.config.server.max_body_bytes,
+        middlewares=[_openai_errors],
+    )
+    auth = loaded.config.auth
+    app[ACCESS] = Access(
+        inference=TokenSet((*auth.tokens, *auth.admin_tokens) if auth.tokens else ()),
+        admin=TokenSet(auth.admin_tokens),
+    )
+    app.cleanup_ctx.append(_router_state(loaded))
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ready", _ready)
+    app.router.add_get("/status", _admin(_status))
+    app.router.add_get("/dashboard", _admin(_dashboard))
+    app.router.add_post("/admin/backends/{backend_id:.+}/drain", _admin(_drain))
+    app.router.add_post("/admin/backends/{backend_id:.+}/undrain", _admin(_undrain))
+    app.router.add_get("/v1/models", _inference(_list_models))
+    app.router.add_post("/v1/{tail:.+}", _inference(_proxy))
+    app.router.add_route("*", "/v1/{tail:.*}", _method_not_allowed)
+    return app
+
+
+def _router_state(loaded: LoadedConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        timeouts = loaded.config.timeouts
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(
+                total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.idle
+            ),
+        )
+        app[ROUTER] = RouterState(loaded, session)
+        yield
+        await session.close()
+
+    return lifetime
+
+
+@web.middleware
+async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """aiohttp's own errors (unknown path, wrong method) as OpenAI-shaped JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(
+            exc.status,
+            exc.reason,
+            None,
+            {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
+        )
+
+
+def _inference(handler: _Handler) -> _Handler:
+    async def checked(request: web.Request) -> web.StreamResponse:
+        if not request.app[ACCESS].inference.accepts(request.headers.get("Authorization")):
+            return json_error(401, "invalid or missing API key", "invalid_api_key")
+        return await handler(request)
+
+    return checked
+
+
+def _admin(handler: _Handler) -> _Handler:
+    async def checked(request: web.Request) -> web.StreamResponse:
+        if not request.app[ACCESS].admin.accepts(request.headers.get("Authorization")):
+            return json_error(401, "this endpoint needs an admin token", "invalid_admin_token")
+        return await handler(request)
+
+    return checked
+
+
+async def _proxy(request: web.Request) -> web.StreamResponse:
+    return await proxy_request(request, request.app[ROUTER])
+
+
+async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
+    return json_error(
+        405, f"method {request.method} is not allowed on {request.path}", "method_not_allowed"
+    )
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    healthy = sum(1 for s in request.app[ROUTER].snapshot.states if s.state == "healthy")
+    status = 200 if healthy else 503
+    return web.json_response({"ready": bool(healthy), "healthy_backends": healthy}, status=status)
+
+
+async def _list_models(request: web.Request) -> web.Response:
+    models = request.app[ROUTER].snapshot.models
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "llmops"} for m in models]
+    return _json({"object": "list", "data": data})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return _json(build_status(request.app[ROUTER]))
+
+
+async def _dashboard(request: web.Request) -> web.StreamResponse:
+    if not DASHBOARD_HTML.exists():
+        return json_error(404, "the dashboard page is not installed", "not_found")
+    return web.FileResponse(DASHBOARD_HTML, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+async def _drain(request: web.Request) -> web.Response:
+    return _set_draining(request, True)
+
+
+async def _undrain(request: web.Request) -> web.Response:
+    return _set_draining(request, False)
+
+
+def _set_draining(request: web.Request, draining: bool) -> web.Response:
+    backend_id = request.match_info["backend_id"]
+    router = request.app[ROUTER]
+    state = next((s for s in router.snapshot.states if s.id == backend_id), None)
+    if state is None:
+        return json_error(404, f"no backend with id {backend_id!r}", "backend_not_found")
+    if draining:
+        state.state = "draining"
+    elif state.state == "draining":
+        state.state = "healthy"
+    log.info("backend %s %s", backend_id, "draining" if draining else "back in rotation")
+    return _json({"id": backend_id, "state": state.state})
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+@asynccontextmanager
+async def running_router(
+    config_path: str | Path, host: str | None = None, port: int | None = None
+) -> AsyncIterator[tuple[web.AppRunner, str]]:
+    """Start the router for ``config_path``; yields the runner and its base URL."""
+    loaded = load_router_config(config_path)
+    app = build_app(loaded)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
+    await runner.setup()
+    server = loaded.config.server
+    bind_host = host if host is not None else server.host
+    bind_port = port if port is not None else server.port
+    site = web.TCPSite(runner, bind_host, bind_port, backlog=4096)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise RouterError(
+            f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}"
+        ) from None
+    sockets = runner.addresses
+    actual_port = sockets[0][1] if sockets else bind_port
+    try:
+        yield runner, f"http://{bind_host}:{actual_port}"
+    finally:
+        await runner.cleanup()
+
+
+async def serve(config_path: str | Path, host: str | None, port: int | None) -> None:
+    """Run the router until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_router(config_path, host, port) as (runner, url):
+        router = runner.app[ROUTER]
+        print(
+            f"llmops router: serving {len(router.snapshot.models)} model(s), "
+            f"{len(router.snapshot.states)} backend(s) on {url}",
+            flush=True,
+        )
+        await stop.wait()
+        print("llmops router: stopping", flush=True)

@@ -1,0 +1,244 @@
+"""The data path: one client request in, bytes forwarded to a chosen backend, bytes back.
+
+Only ``model`` (and whether to stream) is read from the body; the original bytes are what
+the backend receives unless the backend serves the model under another name. A request is
+retried on a different backend while nothing has reached the client; after the first byte
+a failure ends the stream with an SSE error event instead (a stream is never replayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, istr
+
+from llmops.openai import DONE_EVENT, error_json, sse_event
+from llmops.router.balance import pick_backend
+from llmops.router.pool import BackendState
+from llmops.router.state import RouterState
+from llmops.router.upstream import (
+    RETRYABLE_STATUSES,
+    UpstreamFailure,
+    failure_from_exception,
+    failure_from_response,
+)
+
+# Headers that describe one connection, not the message: never forwarded either way.
+HOP_BY_HOP = frozenset(
+    istr(h)
+    for h in (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
+_DROP_FROM_CLIENT = HOP_BY_HOP | {istr("authorization")}
+_REQUEST_ID = istr("x-request-id")
+_BACKOFF_BASE_S = 0.05
+_BACKOFF_CAP_S = 2.0
+
+
+def json_error(
+    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=error_json(status, message, code),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The request body, or an error response if it is too large (checked while reading)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(
+            413,
+            f"request body too large: limit is {request.client_max_size} bytes",
+            "body_too_large",
+        )
+
+
+def parse_request(body: bytes) -> tuple[dict[str, Any], str] | web.Response:
+    """The parsed JSON object and its ``model``, or a 400 saying what is wrong."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return json_error(400, f"request body is not valid JSON: {exc}", "invalid_json")
+    if not isinstance(parsed, dict):
+        return json_error(400, "request body must be a JSON object", "invalid_json")
+    model = parsed.get("model")
+    if model is None:
+        return json_error(400, "you must provide a model parameter", "missing_model")
+    if not isinstance(model, str) or not model:
+        return json_error(400, "model must be a non-empty string", "invalid_model")
+    return parsed, model
+
+
+async def proxy_request(request: web.Request, router: RouterState) -> web.StreamResponse:
+    """Forward one OpenAI API request to a backend of its model."""
+    body = await read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    parsed_or_error = parse_request(body)
+    if isinstance(parsed_or_error, web.Response):
+        return parsed_or_error
+    parsed, model = parsed_or_error
+    candidates = router.snapshot.by_model.get(model)
+    if not candidates:
+        return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
+
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k not in _DROP_FROM_CLIENT)
+    request_id = headers.get(_REQUEST_ID) or uuid.uuid4().hex
+    headers[_REQUEST_ID] = request_id
+    path = request.rel_url.raw_path_qs.removeprefix("/v1")
+    deadline = time.monotonic() + router.config.routing.retry_deadline
+    tried: set[str] = set()
+    failure: UpstreamFailure | None = None
+    for attempt in range(router.config.routing.num_retries + 1):
+        backend = pick_backend(candidates, router.picker, router.rng, frozenset(tried))
+        if backend is None:
+            break
+        tried.add(backend.id)
+        if attempt:
+            await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
+        outcome = await _attempt(request, router, backend, path, headers, parsed, body)
+        if not isinstance(outcome, UpstreamFailure):
+            return outcome
+        failure = outcome
+        if time.monotonic() >= deadline:
+            break
+    if failure is None:
+        return json_error(503, f"no healthy backend for model `{model}`", "no_healthy_backend")
+    response_headers = {"x-request-id": request_id}
+    if failure.retry_after_s is not None:
+        response_headers["Retry-After"] = str(max(1, round(failure.retry_after_s)))
+    return web.Response(
+        status=failure.status,
+        body=failure.body,
+        content_type=failure.content_type,
+        headers=response_headers,
+    )
+
+
+def _retry_delay(
+    attempt: int, failure: UpstreamFailure | None, deadline: float, rng: random.Random
+) -> float:
+    """Exponential back-off with full jitter, at least any Retry-After, within the deadline."""
+    delay = rng.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1)))
+    if failure is not None and failure.retry_after_s is not None:
+        delay = max(delay, failure.retry_after_s)
+    return max(0.0, min(delay, deadline - time.monotonic()))
+
+
+async def _attempt(
+    request: web.Request,
+    router: RouterState,
+    backend: BackendState,
+    path: str,
+    headers: CIMultiDict[str],
+    parsed: dict[str, Any],
+    body: bytes,
+) -> web.StreamResponse | UpstreamFailure:
+    """One try on one backend: the client's response, or why this backend failed."""
+    target = backend.backend
+    if target.upstream_model != target.model:
+        body = orjson.dumps({**parsed, "model": target.upstream_model})
+    if target.api_key:
+        headers = headers.copy()
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    backend.in_flight += 1
+    backend.requests += 1
+    upstream: aiohttp.ClientResponse | None = None
+    try:
+        try:
+            async with asyncio.timeout(router.config.timeouts.ttfb):
+                upstream = await router.session.request(
+                    request.method, target.api_base + path, data=body, headers=headers
+                )
+                streaming = upstream.status < 400 and upstream.content_type == "text/event-stream"
+                # A stream's first chunk counts as its first byte; other answers are read whole.
+                payload = await (upstream.content.readany() if streaming else upstream.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = failure_from_exception(exc, target.id, "ttfb")
+            backend.record_error(failure.kind)
+            return failure
+        if upstream.status >= 400:
+            failure = failure_from_response(
+                upstream.status, payload, upstream.content_type, upstream.headers.get("Retry-After")
+            )
+            if upstream.status in RETRYABLE_STATUSES:
+                backend.record_error(failure.kind)
+                return failure
+        if not streaming:
+            return web.Response(
+                status=upstream.status,
+                body=payload,
+                headers=_response_headers(upstream, headers[_REQUEST_ID]),
+            )
+        return await _relay(request, router, upstream, payload, backend, headers[_REQUEST_ID])
+    except asyncio.CancelledError:
+        router.cancelled += 1
+        raise
+    finally:
+        backend.in_flight -= 1
+        if upstream is not None:
+            upstream.close()
+
+
+def _response_headers(upstream: aiohttp.ClientResponse, request_id: str) -> CIMultiDict[str]:
+    headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k not in HOP_BY_HOP)
+    headers[_REQUEST_ID] = request_id
+    return headers
+
+
+async def _relay(
+    request: web.Request,
+    router: RouterState,
+    upstream: aiohttp.ClientResponse,
+    first_chunk: bytes,
+    backend: BackendState,
+    request_id: str,
+) -> web.StreamResponse:
+    """Send an upstream event stream to the client as it arrives, chunk by chunk.
+
+    Returns the (prepared) response in every case; a client that went away is counted as a
+    cancellation and the upstream connection is closed by the caller, which aborts the work.
+    """
+    response = web.StreamResponse(
+        status=upstream.status, headers=_response_headers(upstream, request_id)
+    )
+    try:
+        await response.prepare(request)
+        read, write = upstream.content.readany, response.write
+        chunk = first_chunk
+        while chunk:
+            await write(chunk)
+            try:
+                chunk = await read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = failure_from_exception(exc, backend.id, "idle")
+                backend.record_error(failure.kind)
+                router.stream_errors += 1
+                await write(sse_event(failure.body) + DONE_EVENT)
+                break
+        await response.write_eof()
+    except ConnectionResetError:
+        router.cancelled += 1
+    return response

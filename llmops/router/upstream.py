@@ -1,0 +1,57 @@
+"""How upstream failures are classified: what is retried, what the client is told."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from llmops.openai import error_json
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """Why one attempt on one backend failed, and the response the client gets if it is the last."""
+
+    kind: str  # metric label: connect, connect_timeout, ttfb_timeout, disconnected, http_5xx, ...
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    retry_after_s: float | None = None
+
+    @property
+    def message(self) -> str:
+        return f"{self.kind} ({self.status})"
+
+
+def failure_from_exception(exc: BaseException, backend_id: str, phase: str) -> UpstreamFailure:
+    """Classify a client-side exception raised while talking to a backend."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind, status, text = "connect_timeout", 504, "timed out connecting to"
+    elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        kind, status = f"{phase}_timeout", 504
+        text = "no first byte in time from" if phase == "ttfb" else "stream went idle from"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        kind, status, text = "connect", 502, "cannot connect to"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        kind, status, text = "disconnected", 502, "connection closed by"
+    else:
+        kind, status, text = "connection", 502, "connection error with"
+    message = f"upstream error: {text} backend {backend_id}"
+    return UpstreamFailure(kind, status, error_json(status, message, kind))
+
+
+def failure_from_response(
+    status: int, body: bytes, content_type: str, retry_after: str | None
+) -> UpstreamFailure:
+    """An HTTP error answer from a backend, kept byte for byte for the client."""
+    retry_after_s: float | None = None
+    if retry_after is not None:
+        try:
+            retry_after_s = max(0.0, float(retry_after))
+        except ValueError:
+            retry_after_s = None
+    return UpstreamFailure(f"http_{status}", status, body, content_type, retry_after_s)
