@@ -12,7 +12,7 @@ import typer
 
 from llmops import __version__
 from llmops.bench.cli import app as bench_app
-from llmops.demo_cli import demo
+from llmops.demo import demo
 from llmops.deploy.cli import app as deploy_app
 from llmops.errors import LlmopsError
 from llmops.router.cli import app as router_app
