@@ -129,7 +129,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    healthy = sum(1 for s in request.app[ROUTER].snapshot.states if s.state == "healthy")
+    healthy = sum(1 for s in request.app[ROUTER].snapshot.states if s.routable)
     status = 200 if healthy else 503
     return web.json_response({"ready": bool(healthy), "healthy_backends": healthy}, status=status)
 
@@ -164,10 +164,7 @@ def _set_draining(request: web.Request, draining: bool) -> web.Response:
     state = next((s for s in router.snapshot.states if s.id == backend_id), None)
     if state is None:
         return json_error(404, f"no backend with id {backend_id!r}", "backend_not_found")
-    if draining:
-        state.state = "draining"
-    elif state.state == "draining":
-        state.state = "healthy"
+    state.drained = draining
     log.info("backend %s %s", backend_id, "draining" if draining else "back in rotation")
     return _json({"id": backend_id, "state": state.state})
 

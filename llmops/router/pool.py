@@ -18,10 +18,18 @@ BackendHealth = Literal["healthy", "unhealthy", "draining", "ejected", "probing"
 
 @dataclass(eq=False, slots=True)
 class BackendState:
-    """A backend plus what the router has learned about it; mutated on the hot path."""
+    """A backend plus what the router has learned about it; mutated on the hot path.
+
+    Three independent facts make up the ``state`` shown to people: whether an operator
+    drained it, whether active health checks pass, and the passive circuit breaker.
+    """
 
     backend: Backend
-    state: BackendHealth = "healthy"
+    healthy: bool = True
+    drained: bool = False
+    ejected_until: float | None = None  # breaker open until this monotonic time
+    half_open: bool = False  # cool-down over: one trial request decides
+    consecutive_failures: int = 0  # of requests, for the breaker
     in_flight: int = 0
     requests: int = 0
     errors: int = 0
@@ -34,9 +42,28 @@ class BackendState:
         return self.backend.id
 
     @property
+    def state(self) -> BackendHealth:
+        if self.drained:
+            return "draining"
+        if not self.healthy:
+            return "unhealthy"
+        if self.ejected_until is not None:
+            return "ejected"
+        if self.half_open:
+            return "probing"
+        return "healthy"
+
+    @property
     def routable(self) -> bool:
-        """Whether new requests may go here (half-open probes are let through one at a time)."""
-        return self.state == "healthy" or (self.state == "probing" and self.in_flight == 0)
+        """Whether new requests may go here (a half-open backend takes one trial at a time)."""
+        if self.drained or not self.healthy:
+            return False
+        if self.ejected_until is not None:
+            if time.monotonic() < self.ejected_until:
+                return False
+            self.ejected_until = None
+            self.half_open = True
+        return not self.half_open or self.in_flight == 0
 
     def record_error(self, message: str) -> None:
         self.errors += 1

@@ -1,0 +1,79 @@
+"""Fixtures that start real servers on loopback port 0 and always stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from llmops.router.app import running_router
+from llmops.sim import SimOptions, running_sim
+
+StartSim = Callable[..., Awaitable[Any]]
+StartRouter = Callable[..., Awaitable[str]]
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """The path of an external program the test needs; under CI its absence is a failure."""
+    for candidate in (*candidates, shutil.which(name)):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    message = f"{name} is not installed (scripts/test installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def router_config(
+    model_list: list[tuple[str, str]] | list[dict[str, Any]], **sections: Any
+) -> dict[str, Any]:
+    """A router config dict: ``model_list`` as (model, base URL) pairs or full entries."""
+    entries = [
+        {"model_name": e[0], "litellm_params": {"api_base": f"{e[1]}/v1"}}
+        if isinstance(e, tuple)
+        else e
+        for e in model_list
+    ]
+    return {"model_list": entries, **sections}
+
+
+@pytest.fixture
+async def start_sim() -> AsyncIterator[StartSim]:
+    """Start in-process sims: ``sim = await start_sim(model="m", itl_ms=5)``; ``sim.url``."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**options: Any) -> Any:
+            options.setdefault("port", 0)
+            return await stack.enter_async_context(running_sim(SimOptions(**options)))
+
+        yield start
+
+
+@pytest.fixture
+async def start_router(tmp_path: Path) -> AsyncIterator[StartRouter]:
+    """Start in-process routers from a config dict; returns the router's base URL."""
+    async with contextlib.AsyncExitStack() as stack:
+        count = 0
+
+        async def start(config: dict[str, Any]) -> str:
+            nonlocal count
+            count += 1
+            path = tmp_path / f"router-{count}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            _runner, url = await stack.enter_async_context(running_router(path, "127.0.0.1", 0))
+            return url
+
+        yield start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
