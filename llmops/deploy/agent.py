@@ -1,0 +1,482 @@
+"""The program deploy runs on a node: ``python3 -c <this file's source>``, request on stdin.
+
+Self-contained (stdlib only, Python 3.8+) because the node has no llmops installed. The
+request is one JSON object on stdin (it may hold secrets, so it never touches the command
+line); the answer is JSON lines on stdout, one per instance as each finishes, which lets
+the deployer show progress while a long wait runs.
+
+Remote state of an instance lives in ``<state_dir>/<deployment>/<instance key>/``:
+``state.json`` (pid, pgid, process start time, spec hash, argv, port), ``env.json`` (0600:
+the environment, which may hold an API key) and ``engine.log`` (stdin, stdout and stderr).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict  # noqa: UP035
+
+PROBE_TIMEOUT_S = 2.0
+POLL_INTERVAL_S = 0.25
+LOG_TAIL_LINES = 30
+
+# typing.Dict: the node's Python may predate subscriptable builtins (3.9).
+Request = Dict[str, Any]  # noqa: UP006
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def instance_dir(request: Request, key: str) -> str:
+    return os.path.join(os.path.expanduser(request["state_dir"]), request["deployment"], key)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, data: Any, mode: int = 0o644) -> None:
+    """Write atomically with ``mode`` set before any byte lands (env.json holds secrets)."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: nobody reaps orphans in some containers."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat(int(entry))
+            if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def is_running(record: Any) -> bool:
+    """The recorded leader is alive and is the same process (its start time matches)."""
+    if not isinstance(record, dict):
+        return False
+    fields = proc_stat(int(record.get("pid", 0)))
+    return fields is not None and fields[0] != "Z" and fields[19] == record.get("start_time")
+
+
+def records(request: Request) -> dict[str, dict[str, Any]]:
+    """State of this node's instances of the deployment, by instance key."""
+    root = os.path.join(os.path.expanduser(request["state_dir"]), request["deployment"])
+    found = {}
+    for key in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        record = read_json(os.path.join(root, key, "state.json"))
+        if isinstance(record, dict) and record.get("node") == request["node"]:
+            found[key] = record
+    return found
+
+
+def port_taken(address: str, port: int) -> bool:
+    """Whether an engine could not bind ``port`` (tried on its address, else on all)."""
+    for host in (address, "0.0.0.0"):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        try:
+            sock.bind((host, port))
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+        except socket.gaierror:
+            pass
+        finally:
+            sock.close()
+    return False
+
+
+def engine_env(instance: dict[str, Any]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(instance["env"])
+    return env
+
+
+def gpu_inventory() -> list[dict[str, int]] | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = [
+        "nvidia-smi",
+        "--query-gpu=index,memory.total,memory.used",
+        "--format=csv,noheader,nounits",
+    ]
+    out = subprocess.run(
+        query, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30, check=False
+    )
+    gpus = []
+    for line in out.stdout.decode(errors="replace").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            gpus.append(
+                {"index": int(parts[0]), "total_mib": int(parts[1]), "used_mib": int(parts[2])}
+            )
+    return gpus
+
+
+def gpu_memory_by_pid() -> dict[int, int]:
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+    out = subprocess.run(
+        query, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30, check=False
+    )
+    used: dict[int, int] = {}
+    for line in out.stdout.decode(errors="replace").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            used[int(parts[0])] = used.get(int(parts[0]), 0) + int(parts[1])
+    return used
+
+
+def log_tail(path: str, lines: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def do_inventory(request: Request) -> None:
+    gpus = gpu_inventory()
+    emit({"gpus": gpus} if gpus is not None else {"error": "nvidia-smi not found on PATH"})
+
+
+def do_preflight(request: Request) -> None:
+    """Read-only checks; ports held by this deployment's own running instances are fine."""
+    mine = {r["port"] for r in records(request).values() if is_running(r)}
+    gpus = gpu_inventory()
+    present = {g["index"]: g for g in gpus} if gpus is not None else None
+    for instance in request["instances"]:
+        problems, warnings = [], []
+        env = engine_env(instance)
+        command = instance["argv"][0]
+        if shutil.which(command, path=env.get("PATH")) is None:
+            problems.append(f"engine command not found: {command}")
+        if instance["port"] not in mine and port_taken(instance["address"], instance["port"]):
+            problems.append(f"port {instance['port']} is already taken on the node")
+        for gpu in instance["gpus"]:
+            if present is None:
+                break
+            if gpu not in present:
+                problems.append(f"GPU {gpu} not present (node has {sorted(present)})")
+            elif present[gpu]["used_mib"] > 1024 and instance["port"] not in mine:
+                warnings.append(f"GPU {gpu} already has {present[gpu]['used_mib']} MiB in use")
+        emit({"instance": instance["name"], "problems": problems, "warnings": warnings})
+
+
+def stop_group(record: dict[str, Any], timeout_s: float) -> list[int]:
+    """SIGTERM the group, wait, SIGKILL what is left; returns pids still alive (should be [])."""
+    pgid = int(record["pgid"])
+    if not group_members(pgid):
+        return []
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return []
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not group_members(pgid):
+                return []
+            time.sleep(0.1)
+    return group_members(pgid)
+
+
+def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
+    directory = instance_dir(request, instance["key"])
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    env_path = os.path.join(directory, "env.json")
+    write_json(env_path, instance["env"], mode=0o600)
+    log_path = os.path.join(directory, "engine.log")
+    with open(log_path, "ab") as log:
+        log.write(
+            f"=== llmops: starting {instance['name']} (spec {instance['spec_hash']})\n".encode()
+        )
+        log.flush()
+        env = dict(os.environ)
+        env.update(read_json(env_path))
+        # start_new_session = setsid(): the engine outlives this SSH channel and owns a process
+        # group that stop can signal as a whole.
+        child = subprocess.Popen(
+            instance["argv"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    fields = proc_stat(child.pid)
+    record = {
+        "name": instance["name"],
+        "node": request["node"],
+        "model": instance["model"],
+        "pid": child.pid,
+        "pgid": child.pid,
+        "start_time": fields[19] if fields else "",
+        "spec_hash": instance["spec_hash"],
+        "argv": instance["argv"],
+        "port": instance["port"],
+        "address": instance["address"],
+        "started_at": time.time(),
+    }
+    write_json(os.path.join(directory, "state.json"), record)
+    return record
+
+
+def do_up(request: Request) -> None:
+    """Leave unchanged instances alone, restart changed ones, start dead ones, stop removed ones."""
+    existing = records(request)
+    planned = {i["key"] for i in request["instances"]}
+    if request.get("prune"):
+        for key, old in existing.items():
+            if key not in planned:
+                left = stop_group(old, request["stop_timeout_s"]) if is_running(old) else []
+                if not left:
+                    os.remove(os.path.join(instance_dir(request, key), "state.json"))
+                emit({"instance": old.get("name", key), "action": "removed", "left": left})
+    for instance in request["instances"]:
+        record = existing.get(instance["key"])
+        running = is_running(record)
+        if running and record is not None and record.get("spec_hash") == instance["spec_hash"]:
+            emit({"instance": instance["name"], "action": "unchanged", "pid": record["pid"]})
+            continue
+        if running and record is not None:
+            left = stop_group(record, request["stop_timeout_s"])
+            if left:
+                emit(
+                    {
+                        "instance": instance["name"],
+                        "error": f"old process group did not stop: {left}",
+                    }
+                )
+                continue
+        try:
+            new = start(request, instance)
+        except OSError as exc:
+            emit(
+                {
+                    "instance": instance["name"],
+                    "error": f"cannot start {instance['argv'][0]}: {exc.strerror or exc}",
+                }
+            )
+            continue
+        emit(
+            {
+                "instance": instance["name"],
+                "action": "restarted" if running else "started",
+                "pid": new["pid"],
+            }
+        )
+
+
+def http_get(url: str, token: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (OSError, ValueError):
+        return 0, b""
+
+
+def probe_url(instance: dict[str, Any]) -> str:
+    host = instance["address"]
+    return (
+        f"http://[{host}]:{instance['port']}"
+        if ":" in host
+        else f"http://{host}:{instance['port']}"
+    )
+
+
+def probe_ready(instance: dict[str, Any]) -> bool:
+    """``/health`` answers 200 and ``/v1/models`` lists the served model."""
+    base = probe_url(instance)
+    if http_get(base + "/health", None)[0] != 200:
+        return False
+    status, body = http_get(base + "/v1/models", instance["env"].get("VLLM_API_KEY"))
+    if status != 200:
+        return False
+    try:
+        served = [m.get("id") for m in json.loads(body).get("data", [])]
+    except (ValueError, AttributeError):
+        return False
+    return instance["model"] in served
+
+
+def do_wait(request: Request) -> None:
+    """Report each instance as ready, dead or timed out, as soon as it is one of them."""
+    started = time.monotonic()
+    pending = {i["key"]: i for i in request["instances"]}
+    while pending:
+        for key, instance in list(pending.items()):
+            record = read_json(os.path.join(instance_dir(request, key), "state.json"))
+            log_path = os.path.join(instance_dir(request, key), "engine.log")
+            if not is_running(record):
+                tail = log_tail(log_path, LOG_TAIL_LINES)
+                emit(
+                    {
+                        "instance": instance["name"],
+                        "error": "engine exited before it was ready",
+                        "log_tail": tail,
+                    }
+                )
+            elif probe_ready(instance):
+                emit(
+                    {
+                        "instance": instance["name"],
+                        "ready": True,
+                        "after_s": round(time.monotonic() - started, 2),
+                    }
+                )
+            elif time.monotonic() - started > instance["ready_timeout_s"]:
+                tail = log_tail(log_path, LOG_TAIL_LINES)
+                limit = instance["ready_timeout_s"]
+                emit(
+                    {
+                        "instance": instance["name"],
+                        "error": f"not ready after {limit:g} s",
+                        "log_tail": tail,
+                    }
+                )
+            else:
+                continue
+            del pending[key]
+        if pending:
+            time.sleep(POLL_INTERVAL_S)
+
+
+def engine_metrics(instance: dict[str, Any]) -> dict[str, float]:
+    names = {
+        "vllm:num_requests_running": "running",
+        "vllm:num_requests_waiting": "waiting",
+        "vllm:kv_cache_usage_perc": "kv_cache_usage",
+        "sglang:num_running_reqs": "running",
+        "sglang:num_queue_reqs": "waiting",
+        "sglang:token_usage": "kv_cache_usage",
+    }
+    status, body = http_get(probe_url(instance) + "/metrics", instance["env"].get("VLLM_API_KEY"))
+    found: dict[str, float] = {}
+    for line in body.decode(errors="replace").splitlines() if status == 200 else []:
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            try:
+                found[names[name]] = found.get(names[name], 0.0) + float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return found
+
+
+def do_status(request: Request) -> None:
+    existing = records(request)
+    gpu_used = gpu_memory_by_pid()
+    for instance in request["instances"]:
+        record = existing.pop(instance["key"], None)
+        running = is_running(record)
+        event: dict[str, Any] = {"instance": instance["name"], "running": running}
+        if record is not None and running:
+            members = group_members(int(record["pgid"]))
+            status, _ = http_get(probe_url(instance) + "/health", None)
+            event.update(
+                pid=record["pid"],
+                current=record.get("spec_hash") == instance["spec_hash"],
+                health=status,
+                ready=probe_ready(instance),
+                metrics=engine_metrics(instance),
+                gpu_mib=sum(gpu_used.get(pid, 0) for pid in members),
+                uptime_s=round(time.time() - float(record.get("started_at", time.time()))),
+            )
+        emit(event)
+    for key, record in existing.items():
+        emit({"instance": record.get("name", key), "running": is_running(record), "orphan": True})
+
+
+def do_stop(request: Request) -> None:
+    """Stop the given instances; with ``all``, also those of the deployment the plan lost."""
+    existing = records(request)
+    targets = [(i["key"], i["name"]) for i in request["instances"]]
+    if request.get("all"):
+        planned = {key for key, _ in targets}
+        targets += [(key, r.get("name", key)) for key, r in existing.items() if key not in planned]
+    for key, name in targets:
+        record = existing.get(key)
+        if record is None or not is_running(record):
+            emit({"instance": name, "action": "not running"})
+            continue
+        left = stop_group(record, request["stop_timeout_s"])
+        if left:
+            emit({"instance": name, "error": f"processes still alive after SIGKILL: {left}"})
+            continue
+        os.remove(os.path.join(instance_dir(request, key), "state.json"))
+        taken = port_taken(record.get("address", "127.0.0.1"), int(record["port"]))
+        emit({"instance": name, "action": "stopped", "port_free": not taken})
+
+
+def do_logs(request: Request) -> None:
+    for instance in request["instances"]:
+        path = os.path.join(instance_dir(request, instance["key"]), "engine.log")
+        emit(
+            {
+                "instance": instance["name"],
+                "log": log_tail(path, int(request.get("lines", 50))),
+                "path": path,
+            }
+        )
+
+
+OPERATIONS = {
+    "inventory": do_inventory,
+    "preflight": do_preflight,
+    "up": do_up,
+    "wait": do_wait,
+    "status": do_status,
+    "stop": do_stop,
+    "logs": do_logs,
+}
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.read())
+    OPERATIONS[request["op"]](request)
+
+
+if __name__ == "__main__":
+    main()

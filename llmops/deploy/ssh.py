@@ -1,0 +1,186 @@
+"""SSH to the nodes with asyncssh: one connection per host, reused for every command.
+
+A per-host semaphore keeps concurrent channels under the server's ``MaxSessions``; a
+global one bounds connects in flight (tens of nodes deploy at once without a connect
+storm). Host keys are checked against ``known_hosts`` unless the user opts out. Every
+remote command is built from an argv with each argument shell-quoted: nothing from the
+spec is ever pasted into a shell string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from llmops.deploy.errors import NodeError
+from llmops.deploy.spec import DeploySpec, NodeSpec, SshOptions
+
+DEFAULT_CONNECT_LIMIT = 32
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """The shell command line that runs exactly ``argv`` on the node."""
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def parse_jump(jump: str) -> tuple[str | None, str, int]:
+    """``[user@]host[:port]`` → (user, host, port)."""
+    user, _, rest = jump.rpartition("@")
+    host, port = rest, 22
+    if rest.startswith("["):  # [v6::addr]:port
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else 22
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+        port = int(port_text)
+    return user or None, host, port
+
+
+class NodeConnections:
+    """Lazily opened, shared SSH connections to the nodes of one spec."""
+
+    def __init__(
+        self,
+        spec: DeploySpec,
+        *,
+        insecure_host_keys: bool = False,
+        connect_limit: int = DEFAULT_CONNECT_LIMIT,
+    ) -> None:
+        self._spec = spec
+        self._insecure = insecure_host_keys
+        self._connect_slots = asyncio.Semaphore(connect_limit)
+        self._connections: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self._channels: dict[str, asyncio.Semaphore] = {}
+
+    async def __aenter__(self) -> NodeConnections:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._connections.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                connection = task.result()
+                connection.close()
+                await connection.wait_closed()
+            elif not task.done():
+                task.cancel()
+        self._connections.clear()
+
+    async def connection(self, node: NodeSpec) -> asyncssh.SSHClientConnection:
+        """The node's connection (opened once); NodeError says why it cannot be had."""
+        options = self._spec.ssh_for(node)
+        return await self._shared(node.host, options, node.host)
+
+    async def _shared(
+        self, host: str, options: SshOptions, label: str
+    ) -> asyncssh.SSHClientConnection:
+        key = f"{options.user}@{host}:{options.port}"
+        if key not in self._connections:
+            self._connections[key] = asyncio.ensure_future(self._connect(host, options, label))
+        return await asyncio.shield(self._connections[key])
+
+    async def _connect(
+        self, host: str, options: SshOptions, label: str
+    ) -> asyncssh.SSHClientConnection:
+        tunnel: Any = ()
+        if options.jump:
+            user, jump_host, jump_port = parse_jump(options.jump)
+            jump_options = SshOptions(user=user or options.user, port=jump_port, jump=None).over(
+                options
+            )
+            tunnel = await self._shared(
+                jump_host, jump_options, f"{label} (jump host {options.jump})"
+            )
+        known_hosts = None if self._insecure else os.path.expanduser(options.known_hosts or "")
+        if known_hosts is not None and not os.path.exists(known_hosts):
+            raise NodeError(
+                label,
+                f"known_hosts file {known_hosts} does not exist (or pass --insecure-host-keys)",
+            )
+        kwargs: dict[str, Any] = {
+            "port": options.port,
+            "known_hosts": known_hosts,
+            "connect_timeout": options.connect_timeout_s,
+            "keepalive_interval": options.keepalive_s,
+            "tunnel": tunnel,
+        }
+        if options.user:
+            kwargs["username"] = options.user
+        if options.key:
+            kwargs["client_keys"] = [os.path.expanduser(options.key)]
+        async with self._connect_slots:
+            try:
+                connection = await asyncssh.connect(host, **kwargs)
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise NodeError(
+                    label,
+                    f"host key not trusted ({exc.reason}); "
+                    f"add it to {known_hosts} or pass --insecure-host-keys",
+                ) from None
+            except asyncssh.PermissionDenied:
+                raise NodeError(
+                    label,
+                    f"SSH login refused for user {options.user or os.environ.get('USER', '?')}",
+                ) from None
+            except asyncssh.Error as exc:
+                raise NodeError(label, f"SSH failed: {exc.reason}") from None
+            except (TimeoutError, OSError) as exc:
+                reason = (
+                    "timed out"
+                    if isinstance(exc, asyncio.TimeoutError)
+                    else exc.strerror or str(exc)
+                )
+                raise NodeError(
+                    label, f"cannot connect to {host}:{options.port}: {reason}"
+                ) from None
+        self._channels.setdefault(host, asyncio.Semaphore(options.max_channels or 1))
+        return connection
+
+    async def run(self, node: NodeSpec, argv: Sequence[str], stdin: str = "") -> CommandResult:
+        """Run ``argv`` on the node and collect its output."""
+        connection = await self.connection(node)
+        async with self._channels[node.host]:
+            try:
+                result = await connection.run(remote_command(argv), input=stdin, check=False)
+            except (asyncssh.Error, OSError) as exc:
+                raise NodeError(node.host, f"command failed: {exc}") from None
+        return CommandResult(
+            exit_status=result.exit_status if result.exit_status is not None else -1,
+            stdout=str(result.stdout or ""),
+            stderr=str(result.stderr or ""),
+        )
+
+    async def stream(
+        self, node: NodeSpec, argv: Sequence[str], stdin: str = ""
+    ) -> AsyncIterator[str]:
+        """Run ``argv`` on the node and yield its output lines as they come."""
+        connection = await self.connection(node)
+        async with self._channels[node.host]:
+            try:
+                async with connection.create_process(remote_command(argv)) as process:
+                    if stdin:
+                        process.stdin.write(stdin)
+                    process.stdin.write_eof()
+                    async for line in process.stdout:
+                        yield str(line)
+                    completed = await process.wait(check=False)
+            except (asyncssh.Error, OSError) as exc:
+                raise NodeError(node.host, f"command failed: {exc}") from None
+        if completed.exit_status not in (0, None):
+            stderr = str(completed.stderr or "").strip()[-500:]
+            raise NodeError(node.host, f"{argv[0]} exited {completed.exit_status}: {stderr}")
