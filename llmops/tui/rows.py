@@ -19,18 +19,19 @@ STATE_COLOURS = {
 # Problems first when sorting by state: what needs attention is at the top.
 _STATE_RANK = {"unhealthy": 0, "ejected": 1, "probing": 2, "draining": 3, "healthy": 4}
 
+# What an operator scans first comes first: 80 columns show up to the error count.
 COLUMNS = (
     "model",
     "backend",
     "state",
     "infl",
     "req/s",
+    "TTFT ms",
+    "lat ms",
+    "err",
     "run/wait",
     "KV",
     "RPM",
-    "lat ms p50/95",
-    "TTFT ms p50/95",
-    "err",
     "last error",
 )
 LAST_ERROR_WIDTH = 40
@@ -111,11 +112,11 @@ def backend_cells(backend: BackendStatus, rps: float | None) -> tuple[str, ...]:
         backend.state or text.UNKNOWN,
         text.count(backend.in_flight),
         text.rate(rps),
+        text.ms_pair(backend.ttft_ms),
+        text.ms_pair(backend.latency_ms),
+        text.count(backend.errors),
         f"{text.count(engine.running)}/{text.count(engine.waiting)}",
         text.percent(engine.kv_cache_usage),
         text.used_of(backend.rpm_used, backend.rpm_limit),
-        text.ms_pair(backend.latency_ms),
-        text.ms_pair(backend.ttft_ms),
-        text.count(backend.errors),
         text.one_line(backend.last_error, LAST_ERROR_WIDTH),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from llmops.tui.snapshot import Percentiles
 
@@ -99,3 +100,27 @@ def one_line(text: str | None, width: int) -> str:
         return UNKNOWN
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
+
+
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark(samples: Sequence[float | None], width: int) -> str:
+    """The last ``width`` samples as one bar each, scaled from 0 to their maximum.
+
+    Right-aligned so the newest sample is always in the last column; unknown samples are
+    blanks, which keeps "no data" apart from "zero".
+    """
+    recent = list(samples)[-width:] if width > 0 else []
+    known = [value for value in recent if value is not None]
+    top = max(known, default=0.0)
+    bars = []
+    for value in recent:
+        if value is None:
+            bars.append(" ")
+        elif top <= 0:
+            bars.append(SPARK_BARS[0])
+        else:
+            level = round(max(value, 0.0) / top * (len(SPARK_BARS) - 1))
+            bars.append(SPARK_BARS[level])
+    return "".join(bars).rjust(width)
