@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
-from llmops.router.app import running_router
+from llmops.router.app import router_url, running_router
 from llmops.sim import SimOptions, running_sim
 
 StartSim = Callable[..., Awaitable[Any]]
@@ -67,8 +67,8 @@ async def start_router(tmp_path: Path) -> AsyncIterator[StartRouter]:
             count += 1
             path = tmp_path / f"router-{count}.yaml"
             path.write_text(yaml.safe_dump(config))
-            _runner, url = await stack.enter_async_context(running_router(path, "127.0.0.1", 0))
-            return url
+            runner = await stack.enter_async_context(running_router(path, "127.0.0.1", 0))
+            return router_url(runner)
 
         yield start
 

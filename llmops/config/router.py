@@ -23,6 +23,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = field(default=DEFAULT_PORT, metadata={"check": port_number})
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"check": positive})
+    shutdown_timeout: float = field(default=30.0, metadata={"check": non_negative})  # seconds
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,39 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    strategy: Strategy = "simple-shuffle"
+    strategy: Strategy = "least-load"
     num_retries: int = field(default=3, metadata={"check": non_negative})
     retry_deadline: float = field(
         default=60.0, metadata={"check": positive}
     )  # seconds for all tries
+    # A request with ``x-session-id`` or ``user`` sticks to one backend while it is fine.
+    session_affinity: bool = True
+    # Prompts sharing a long prefix prefer the backend that served it (prefix-cache hits).
+    prefix_affinity: bool = False
+    prefix_block_chars: int = field(default=512, metadata={"check": positive})
+    prefix_cache_entries: int = field(default=65536, metadata={"check": positive})
+    # How much busier (in-flight per unit of weight) an affine backend may be than the idlest.
+    affinity_load_margin: float = field(default=8.0, metadata={"check": non_negative})
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-key rate limits and the window of every RPM/TPM limit; shared through Redis if set."""
+
+    redis_url: str | None = None
+    key_rpm: int | None = field(default=None, metadata={"check": positive})
+    key_tpm: int | None = field(default=None, metadata={"check": positive})
+    wait_s: float = field(default=0.0, metadata={"check": non_negative})  # queue before a 429
+    window_s: float = field(default=60.0, metadata={"check": positive})  # 60 = per minute
+    redis_timeout_s: float = field(default=0.25, metadata={"check": positive})
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """How often each engine's own ``/metrics`` is read (the load that ``least-load`` uses)."""
+
+    interval: float = field(default=2.0, metadata={"check": positive})
+    timeout: float = field(default=1.0, metadata={"check": positive})
 
 
 @dataclass(frozen=True)
@@ -52,10 +81,20 @@ class TimeoutConfig:
 
 @dataclass(frozen=True)
 class HealthCheckConfig:
+    enabled: bool = True
     interval: float = field(default=10.0, metadata={"check": positive})
     timeout: float = field(default=5.0, metadata={"check": positive})
     failure_threshold: int = field(default=3, metadata={"check": positive})
     success_threshold: int = field(default=2, metadata={"check": positive})
+    max_concurrent: int = field(default=64, metadata={"check": positive})
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    """Passive ejection: consecutive 5xx, timeouts or connection errors (never 4xx) open it."""
+
+    failure_threshold: int = field(default=5, metadata={"check": positive})
+    cooldown: float = field(default=30.0, metadata={"check": positive})  # seconds before a trial
 
 
 def _api_base(value: str) -> str | None:
@@ -103,6 +142,9 @@ class RouterConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     model_list: tuple[ModelEntry, ...] = ()
     backends: BackendFilesConfig | None = None
 

@@ -7,7 +7,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,8 +15,10 @@ from aiohttp import web
 
 from llmops.config import LoadedConfig, load_router_config
 from llmops.errors import RouterError
-from llmops.router.auth import TokenSet
+from llmops.router.events import EventKind
+from llmops.router.health import admit_new_backends, run_health_checks
 from llmops.router.proxy import json_error, proxy_request
+from llmops.router.reload import ConfigWatcher
 from llmops.router.state import RouterState
 from llmops.router.status import build_status
 
@@ -28,53 +29,54 @@ DASHBOARD_HTML = Path(__file__).with_name("static") / "dashboard.html"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(frozen=True)
-class Access:
-    inference: TokenSet
-    admin: TokenSet
+WATCHER = web.AppKey("watcher", ConfigWatcher)
 
 
-ACCESS = web.AppKey("access", Access)
-
-
-def build_app(loaded: LoadedConfig) -> web.Application:
-    """The application for ``loaded``; the HTTP client session is opened on startup."""
+def build_app(loaded: LoadedConfig, config_path: Path) -> web.Application:
+    """The application for ``loaded``; the HTTP client and background tasks start with it."""
     app = web.Application(
         client_max_size=loaded.config.server.max_body_bytes,
         middlewares=[_openai_errors],
     )
-    auth = loaded.config.auth
-    app[ACCESS] = Access(
-        inference=TokenSet((*auth.tokens, *auth.admin_tokens) if auth.tokens else ()),
-        admin=TokenSet(auth.admin_tokens),
-    )
-    app.cleanup_ctx.append(_router_state(loaded))
+    app.cleanup_ctx.append(_router_lifetime(loaded, config_path))
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/status", _admin(_status))
     app.router.add_get("/dashboard", _admin(_dashboard))
     app.router.add_post("/admin/backends/{backend_id:.+}/drain", _admin(_drain))
     app.router.add_post("/admin/backends/{backend_id:.+}/undrain", _admin(_undrain))
+    app.router.add_post("/admin/reload", _admin(_reload))
     app.router.add_get("/v1/models", _inference(_list_models))
     app.router.add_post("/v1/{tail:.+}", _inference(_proxy))
     app.router.add_route("*", "/v1/{tail:.*}", _method_not_allowed)
     return app
 
 
-def _router_state(loaded: LoadedConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+def _router_lifetime(
+    loaded: LoadedConfig, config_path: Path
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        timeouts = loaded.config.timeouts
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
         session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            timeout=aiohttp.ClientTimeout(
-                total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.idle
-            ),
         )
-        app[ROUTER] = RouterState(loaded, session)
+        router = RouterState(loaded, session)
+        if loaded.config.health_check.enabled:
+            await admit_new_backends(router, router.snapshot.states)
+        watcher = ConfigWatcher(router, config_path)
+        app[ROUTER] = router
+        app[WATCHER] = watcher
+        tasks = [
+            asyncio.create_task(run_health_checks(router), name="health checks"),
+            asyncio.create_task(router.watchdog.run(), name="stream watchdog"),
+            asyncio.create_task(watcher.run(), name="config watcher"),
+        ]
         yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
 
     return lifetime
@@ -98,7 +100,7 @@ async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamR
 
 def _inference(handler: _Handler) -> _Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        if not request.app[ACCESS].inference.accepts(request.headers.get("Authorization")):
+        if not request.app[ROUTER].inference_tokens.accepts(request.headers.get("Authorization")):
             return json_error(401, "invalid or missing API key", "invalid_api_key")
         return await handler(request)
 
@@ -107,7 +109,7 @@ def _inference(handler: _Handler) -> _Handler:
 
 def _admin(handler: _Handler) -> _Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        if not request.app[ACCESS].admin.accepts(request.headers.get("Authorization")):
+        if not request.app[ROUTER].admin_tokens.accepts(request.headers.get("Authorization")):
             return json_error(401, "this endpoint needs an admin token", "invalid_admin_token")
         return await handler(request)
 
@@ -129,8 +131,9 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    healthy = sum(1 for s in request.app[ROUTER].snapshot.states if s.routable)
-    status = 200 if healthy else 503
+    router = request.app[ROUTER]
+    healthy = sum(1 for s in router.snapshot.states if s.routable)
+    status = 200 if healthy and not router.shutting_down else 503
     return web.json_response({"ready": bool(healthy), "healthy_backends": healthy}, status=status)
 
 
@@ -158,14 +161,33 @@ async def _undrain(request: web.Request) -> web.Response:
     return _set_draining(request, False)
 
 
+async def _reload(request: web.Request) -> web.Response:
+    applied = await request.app[WATCHER].reload()
+    router = request.app[ROUTER]
+    status = 200 if applied else 422
+    last = router.events.recent(1)
+    return _json(
+        {
+            "reloaded": applied,
+            "generation": router.snapshot.generation,
+            "message": last[0].message if last else "",
+        },
+        status,
+    )
+
+
 def _set_draining(request: web.Request, draining: bool) -> web.Response:
     backend_id = request.match_info["backend_id"]
     router = request.app[ROUTER]
     state = next((s for s in router.snapshot.states if s.id == backend_id), None)
     if state is None:
         return json_error(404, f"no backend with id {backend_id!r}", "backend_not_found")
-    state.drained = draining
-    log.info("backend %s %s", backend_id, "draining" if draining else "back in rotation")
+    if state.drained != draining:
+        state.drained = draining
+        kind: EventKind = "drained" if draining else "undrained"
+        router.events.record(
+            kind, "info", f"backend {backend_id} {kind} by an operator", backend_id
+        )
     return _json({"id": backend_id, "state": state.state})
 
 
@@ -176,13 +198,15 @@ def _json(payload: object, status: int = 200) -> web.Response:
 @asynccontextmanager
 async def running_router(
     config_path: str | Path, host: str | None = None, port: int | None = None
-) -> AsyncIterator[tuple[web.AppRunner, str]]:
-    """Start the router for ``config_path``; yields the runner and its base URL."""
+) -> AsyncIterator[web.AppRunner]:
+    """Start the router for ``config_path``; stopping it lets in-flight requests finish."""
     loaded = load_router_config(config_path)
-    app = build_app(loaded)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=30)
-    await runner.setup()
+    app = build_app(loaded, Path(config_path))
     server = loaded.config.server
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=server.shutdown_timeout
+    )
+    await runner.setup()
     bind_host = host if host is not None else server.host
     bind_port = port if port is not None else server.port
     site = web.TCPSite(runner, bind_host, bind_port, backlog=4096)
@@ -193,26 +217,34 @@ async def running_router(
         raise RouterError(
             f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}"
         ) from None
-    sockets = runner.addresses
-    actual_port = sockets[0][1] if sockets else bind_port
     try:
-        yield runner, f"http://{bind_host}:{actual_port}"
+        yield runner
     finally:
+        app[ROUTER].shutting_down = True
         await runner.cleanup()
 
 
+def router_url(runner: web.AppRunner) -> str:
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
 async def serve(config_path: str | Path, host: str | None, port: int | None) -> None:
-    """Run the router until SIGINT or SIGTERM."""
+    """Run the router until SIGINT or SIGTERM (graceful: in-flight requests finish)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_router(config_path, host, port) as (runner, url):
+    async with running_router(config_path, host, port) as runner:
         router = runner.app[ROUTER]
+        loop.add_signal_handler(signal.SIGHUP, runner.app[WATCHER].request_reload)
         print(
             f"llmops router: serving {len(router.snapshot.models)} model(s), "
-            f"{len(router.snapshot.states)} backend(s) on {url}",
+            f"{len(router.snapshot.states)} backend(s) on {router_url(runner)}",
             flush=True,
         )
         await stop.wait()
-        print("llmops router: stopping", flush=True)
+        in_flight = sum(s.in_flight for s in router.snapshot.states)
+        print(
+            f"llmops router: stopping; letting {in_flight} in-flight request(s) finish", flush=True
+        )

@@ -1,13 +1,27 @@
-"""Balancing strategies: pure choices of one backend among a model's candidates."""
+"""Balancing strategies: pure choices of one backend among a model's candidates.
+
+A strategy is ``(candidates, rng) -> BackendState`` over routable candidates; ``pick_backend``
+filters those, lets session or prefix affinity speak first and remembers what it chose.
+"""
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from llmops.router.pool import BackendState
 
+if TYPE_CHECKING:
+    from llmops.router.affinity import Affinity, RouteHints
+
 Picker = Callable[[Sequence[BackendState], random.Random], BackendState]
+
+# Queued requests cost more than running ones: they have not even had their first token.
+WAITING_WEIGHT = 1.0
+# A KV cache near full means preemptions soon; this many requests' worth at 100 %.
+KV_WEIGHT = 4.0
 
 
 def weighted_random(candidates: Sequence[BackendState], rng: random.Random) -> BackendState:
@@ -18,22 +32,74 @@ def weighted_random(candidates: Sequence[BackendState], rng: random.Random) -> B
     return rng.choices(candidates, weights=weights)[0]
 
 
+def _two_choices(
+    candidates: Sequence[BackendState], rng: random.Random
+) -> tuple[BackendState, BackendState]:
+    first = weighted_random(candidates, rng)
+    second = weighted_random(candidates, rng)
+    if second is first:  # two distinct backends when there are two (weights still count)
+        others = [c for c in candidates if c is not first]
+        second = weighted_random(others, rng)
+    return first, second
+
+
+def _lighter(
+    first: BackendState,
+    first_load: float,
+    second: BackendState,
+    second_load: float,
+    rng: random.Random,
+) -> BackendState:
+    if first_load == second_load:
+        return first if rng.random() < 0.5 else second
+    return first if first_load < second_load else second
+
+
+def connections_load(state: BackendState) -> float:
+    """The router's own in-flight requests per unit of weight."""
+    return state.in_flight / state.backend.weight
+
+
 def least_connections(candidates: Sequence[BackendState], rng: random.Random) -> BackendState:
-    """Power of two choices (weighted draw) on in-flight requests per unit of weight."""
+    """Power of two choices (weighted draws) on in-flight requests per unit of weight."""
     if len(candidates) == 1:
         return candidates[0]
-    first, second = (weighted_random(candidates, rng) for _ in range(2))
-    if first is second:
-        return first
-    first_load = first.in_flight / first.backend.weight
-    second_load = second.in_flight / second.backend.weight
-    return first if first_load <= second_load else second
+    first, second = _two_choices(candidates, rng)
+    return _lighter(first, connections_load(first), second, connections_load(second), rng)
+
+
+def engine_load(state: BackendState, now: float) -> float | None:
+    """The engine's queue per unit of weight, corrected by the router's in-flight change since
+    the scrape; None when there is no fresh scrape (the caller falls back to in-flight)."""
+    engine = state.engine
+    if engine is None or now > engine.fresh_until:
+        return None
+    since_scrape = state.in_flight - engine.in_flight_at_scrape
+    queue = max(float(state.in_flight), engine.running + engine.waiting + since_scrape)
+    load = queue + WAITING_WEIGHT * engine.waiting + KV_WEIGHT * (engine.kv_cache_usage or 0.0)
+    return load / state.backend.weight
+
+
+def least_load(candidates: Sequence[BackendState], rng: random.Random) -> BackendState:
+    """``least-load``: power of two choices on engine load when both have fresh metrics.
+
+    If either of the two lacks fresh metrics, both are compared on in-flight counts: a
+    backend that exports nothing is neither favoured nor avoided.
+    """
+    if len(candidates) == 1:
+        return candidates[0]
+    first, second = _two_choices(candidates, rng)
+    now = time.monotonic()
+    first_load, second_load = engine_load(first, now), engine_load(second, now)
+    if first_load is None or second_load is None:
+        return _lighter(first, connections_load(first), second, connections_load(second), rng)
+    return _lighter(first, first_load, second, second_load, rng)
 
 
 STRATEGIES: dict[str, Picker] = {
     "simple-shuffle": weighted_random,
     "least-connections": least_connections,
-    "least-load": least_connections,
+    "least-load": least_load,
 }
 
 
@@ -42,9 +108,19 @@ def pick_backend(
     strategy: Picker,
     rng: random.Random,
     exclude: frozenset[str] = frozenset(),
+    hints: RouteHints | None = None,
+    affinity: Affinity | None = None,
 ) -> BackendState | None:
-    """One routable backend not in ``exclude`` (ids already tried), or None if there is none."""
+    """One routable backend not in ``exclude`` (ids already tried), or None if there is none.
+
+    With ``hints`` (a session key, prompt prefix hashes), the backend they are bound to wins
+    while it is routable and not much busier than the rest; the choice is remembered.
+    """
     usable = [c for c in candidates if c.routable and c.id not in exclude]
     if not usable:
         return None
-    return strategy(usable, rng)
+    if hints is None or affinity is None:
+        return strategy(usable, rng)
+    chosen = affinity.prefer(hints, usable) or strategy(usable, rng)
+    affinity.remember(hints, chosen.id)
+    return chosen

@@ -9,9 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmops.config import Backend
+from llmops.router.windows import BackendWindows
+
+if TYPE_CHECKING:
+    from llmops.router.scrape import EngineLoad
 
 BackendHealth = Literal["healthy", "unhealthy", "draining", "ejected", "probing"]
 
@@ -30,12 +34,16 @@ class BackendState:
     ejected_until: float | None = None  # breaker open until this monotonic time
     half_open: bool = False  # cool-down over: one trial request decides
     consecutive_failures: int = 0  # of requests, for the breaker
+    probe_failures: int = 0  # consecutive failed health probes
+    probe_successes: int = 0  # consecutive passed health probes
     in_flight: int = 0
     requests: int = 0
     errors: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
     added_at: float = field(default_factory=time.time)
+    engine: EngineLoad | None = None  # the engine's own load, last scraped (scrape.py)
+    windows: BackendWindows = field(default_factory=BackendWindows)  # for /status
 
     @property
     def id(self) -> str:

@@ -21,6 +21,7 @@ from multidict import CIMultiDict, istr
 
 from llmops.openai import DONE_EVENT, error_json, sse_event
 from llmops.router.balance import pick_backend
+from llmops.router.breaker import record_failure, record_success
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
 from llmops.router.upstream import (
@@ -32,8 +33,7 @@ from llmops.router.upstream import (
 
 # Headers that describe one connection, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
-    istr(h)
-    for h in (
+    (
         "connection",
         "keep-alive",
         "proxy-authenticate",
@@ -46,7 +46,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     )
 )
-_DROP_FROM_CLIENT = HOP_BY_HOP | {istr("authorization")}
+_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization"}
 _REQUEST_ID = istr("x-request-id")
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -104,7 +104,9 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
     if not candidates:
         return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
 
-    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k not in _DROP_FROM_CLIENT)
+    headers = CIMultiDict(
+        (k, v) for k, v in request.headers.items() if k.lower() not in _DROP_FROM_CLIENT
+    )
     request_id = headers.get(_REQUEST_ID) or uuid.uuid4().hex
     headers[_REQUEST_ID] = request_id
     path = request.rel_url.raw_path_qs.removeprefix("/v1")
@@ -163,35 +165,40 @@ async def _attempt(
     if target.api_key:
         headers = headers.copy()
         headers["Authorization"] = f"Bearer {target.api_key}"
+    timeouts = router.config.timeouts
+    first_byte_s, phase = _first_byte_limit(timeouts.ttfb, timeouts.total)
     backend.in_flight += 1
     backend.requests += 1
     upstream: aiohttp.ClientResponse | None = None
     try:
         try:
-            async with asyncio.timeout(router.config.timeouts.ttfb):
+            async with asyncio.timeout(first_byte_s):
                 upstream = await router.session.request(
-                    request.method, target.api_base + path, data=body, headers=headers
+                    request.method,
+                    target.api_base + path,
+                    data=body,
+                    headers=headers,
+                    timeout=router.client_timeout,
                 )
                 streaming = upstream.status < 400 and upstream.content_type == "text/event-stream"
                 # A stream's first chunk counts as its first byte; other answers are read whole.
                 payload = await (upstream.content.readany() if streaming else upstream.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            failure = failure_from_exception(exc, target.id, "ttfb")
-            backend.record_error(failure.kind)
-            return failure
+            return _failed(router, backend, failure_from_exception(exc, target.id, phase))
         if upstream.status >= 400:
             failure = failure_from_response(
                 upstream.status, payload, upstream.content_type, upstream.headers.get("Retry-After")
             )
             if upstream.status in RETRYABLE_STATUSES:
-                backend.record_error(failure.kind)
-                return failure
+                return _failed(router, backend, failure)
         if not streaming:
+            record_success(backend, router.events)
             return web.Response(
                 status=upstream.status,
                 body=payload,
                 headers=_response_headers(upstream, headers[_REQUEST_ID]),
             )
+        record_success(backend, router.events)
         return await _relay(request, router, upstream, payload, backend, headers[_REQUEST_ID])
     except asyncio.CancelledError:
         router.cancelled += 1
@@ -202,8 +209,27 @@ async def _attempt(
             upstream.close()
 
 
+def _first_byte_limit(ttfb_s: float | None, total_s: float | None) -> tuple[float | None, str]:
+    """How long to wait for the first byte, and which timeout that is."""
+    if total_s is not None and (ttfb_s is None or total_s < ttfb_s):
+        return total_s, "total"
+    return ttfb_s, "ttfb"
+
+
+def _failed(
+    router: RouterState, backend: BackendState, failure: UpstreamFailure
+) -> UpstreamFailure:
+    """Account a failed attempt: errors always, the breaker only for the backend's own trouble."""
+    backend.record_error(failure.message)
+    if failure.status >= 500:
+        record_failure(backend, failure.kind, router.config.circuit_breaker, router.events)
+    return failure
+
+
 def _response_headers(upstream: aiohttp.ClientResponse, request_id: str) -> CIMultiDict[str]:
-    headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k not in HOP_BY_HOP)
+    headers = CIMultiDict(
+        (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+    )
     headers[_REQUEST_ID] = request_id
     return headers
 
@@ -224,6 +250,8 @@ async def _relay(
     response = web.StreamResponse(
         status=upstream.status, headers=_response_headers(upstream, request_id)
     )
+    watched = router.watchdog.watch(upstream, router.config.timeouts.total)
+    now = asyncio.get_running_loop().time
     try:
         await response.prepare(request)
         read, write = upstream.content.readany, response.write
@@ -233,12 +261,21 @@ async def _relay(
             try:
                 chunk = await read()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = failure_from_exception(exc, backend.id, "idle")
-                backend.record_error(failure.kind)
+                failure = _stream_failure(exc, watched.expired, backend.id)
+                _failed(router, backend, failure)
                 router.stream_errors += 1
                 await write(sse_event(failure.body) + DONE_EVENT)
                 break
+            watched.last_byte_at = now()
         await response.write_eof()
     except ConnectionResetError:
         router.cancelled += 1
+    finally:
+        router.watchdog.forget(watched)
     return response
+
+
+def _stream_failure(exc: BaseException, expired: str | None, backend_id: str) -> UpstreamFailure:
+    if expired is None:
+        return failure_from_exception(exc, backend_id, "idle")
+    return failure_from_exception(TimeoutError(), backend_id, expired)

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from llmops.config import LoadedConfig, RouterConfig
+from llmops.router.auth import TokenSet
 from llmops.router.balance import STRATEGIES, Picker
+from llmops.router.events import EventLog
 from llmops.router.pool import PoolSnapshot, build_snapshot
+from llmops.router.watchdog import StreamWatchdog
 
 
 @dataclass(eq=False)
@@ -19,22 +22,33 @@ class RouterState:
     session: aiohttp.ClientSession
     snapshot: PoolSnapshot = field(init=False)
     picker: Picker = field(init=False)
+    inference_tokens: TokenSet = field(init=False)
+    admin_tokens: TokenSet = field(init=False)
+    client_timeout: aiohttp.ClientTimeout = field(init=False)
+    events: EventLog = field(default_factory=EventLog)
+    watchdog: StreamWatchdog = field(default_factory=StreamWatchdog)
     rng: random.Random = field(default_factory=random.Random)
     started_at: float = field(default_factory=time.time)
+    shutting_down: bool = False
     cancelled: int = 0
     stream_errors: int = 0
 
     def __post_init__(self) -> None:
-        self.apply(self.loaded)
+        self.swap(self.loaded, build_snapshot(self.loaded.backends, None, 1))
 
     @property
     def config(self) -> RouterConfig:
         return self.loaded.config
 
-    def apply(self, loaded: LoadedConfig) -> None:
-        """Swap in a new config: a new snapshot that keeps the state of unchanged backends."""
-        previous = getattr(self, "snapshot", None)
-        generation = previous.generation + 1 if previous is not None else 1
+    def swap(self, loaded: LoadedConfig, snapshot: PoolSnapshot) -> None:
+        """Make ``loaded`` and its ``snapshot`` the live config, all at once."""
+        config = loaded.config
+        auth = config.auth
         self.loaded = loaded
-        self.snapshot = build_snapshot(loaded.backends, previous, generation)
-        self.picker = STRATEGIES[loaded.config.routing.strategy]
+        self.snapshot = snapshot
+        self.picker = STRATEGIES[config.routing.strategy]
+        # An admin token is good for inference too; no inference tokens = open.
+        self.inference_tokens = TokenSet((*auth.tokens, *auth.admin_tokens) if auth.tokens else ())
+        self.admin_tokens = TokenSet(auth.admin_tokens)
+        self.client_timeout = aiohttp.ClientTimeout(sock_connect=config.timeouts.connect)
+        self.watchdog.idle_s = config.timeouts.idle

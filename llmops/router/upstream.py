@@ -10,6 +10,11 @@ import aiohttp
 from llmops.openai import error_json
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_TIMEOUT_TEXT = {
+    "ttfb": "no first byte in time from",
+    "idle": "stream went idle from",
+    "total": "total time ran out for",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +37,7 @@ def failure_from_exception(exc: BaseException, backend_id: str, phase: str) -> U
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         kind, status, text = "connect_timeout", 504, "timed out connecting to"
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        kind, status = f"{phase}_timeout", 504
-        text = "no first byte in time from" if phase == "ttfb" else "stream went idle from"
+        kind, status, text = f"{phase}_timeout", 504, _TIMEOUT_TEXT[phase]
     elif isinstance(exc, aiohttp.ClientConnectorError):
         kind, status, text = "connect", 502, "cannot connect to"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import time
 
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from llmops.openai import SSEParser
+from llmops.sim import SimOptions, running_sim
 from tests.conftest import StartRouter, StartSim, router_config
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "say something"}], "max_tokens": 8}
@@ -137,10 +141,10 @@ async def test_body_limit_is_enforced_while_reading_a_chunked_body(
 async def test_tokens_are_checked_and_replaced_by_the_backend_key(
     start_router: StartRouter, http: aiohttp.ClientSession
 ) -> None:
-    seen: list[dict[str, str]] = []
+    seen: list[CIMultiDict[str]] = []
 
     async def echo(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
+        seen.append(request.headers.copy())
         body = await request.read()
         return web.json_response({"echo": orjson.loads(body), "path": request.path_qs})
 
@@ -160,7 +164,11 @@ async def test_tokens_are_checked_and_replaced_by_the_backend_key(
                 "model": "openai/real-name",
             },
         }
-        url = await start_router(router_config([entry], auth={"tokens": ["client-token"]}))
+        url = await start_router(
+            router_config(
+                [entry], auth={"tokens": ["client-token"]}, health_check={"enabled": False}
+            )
+        )
         async with http.post(f"{url}/v1/chat/completions", json=CHAT) as response:
             await assert_openai_error(response, 401, "invalid_api_key")
         async with http.post(
@@ -192,7 +200,7 @@ async def test_tokens_are_checked_and_replaced_by_the_backend_key(
     assert echoed["echo"]["messages"] == CHAT["messages"]
 
 
-async def test_a_refused_backend_is_skipped_and_an_all_dead_model_gets_502(
+async def test_a_backend_that_is_down_at_start_gets_no_traffic(
     start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
 ) -> None:
     sim = await start_sim(model="m")
@@ -202,14 +210,45 @@ async def test_a_refused_backend_is_skipped_and_an_all_dead_model_gets_502(
         async with http.post(f"{url}/v1/chat/completions", json=CHAT) as response:
             assert response.status == 200
     async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "gone"}) as response:
+        await assert_openai_error(response, 503, "no_healthy_backend")
+    async with http.get(f"{url}/ready") as response:
+        assert response.status == 200
+
+
+async def test_connection_refused_is_retried_elsewhere_then_reported_as_502(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    """Backends that die between health checks: requests fail over, the last error is told."""
+    sim = await start_sim(model="m")
+    async with contextlib.AsyncExitStack() as doomed:
+        urls = [
+            (await doomed.enter_async_context(running_sim(SimOptions(port=0, model="m")))).url
+            for _ in range(2)
+        ]
+        url = await start_router(
+            router_config(
+                [
+                    ("m", sim.url),
+                    *(("m", u) for u in urls),
+                    {
+                        "model_name": "solo",
+                        "litellm_params": {"api_base": f"{urls[0]}/v1", "model": "openai/m"},
+                    },
+                ]
+            )
+        )
+    for _ in range(10):
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT) as response:
+            assert response.status == 200
+    async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "solo"}) as response:
         error = await assert_openai_error(response, 502, "connect")
-        assert "gone@127.0.0.1:9" in error["message"]
+        assert f"solo@{urls[0].removeprefix('http://')}" in error["message"]
 
 
 async def test_a_hung_backend_times_out_with_504(
     start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
 ) -> None:
-    sim = await start_sim(model="m", mode="hang")
+    sim = await start_sim(model="m", mode="stall")
     url = await start_router(
         router_config([("m", sim.url)], timeouts={"ttfb": 0.3}, routing={"num_retries": 0})
     )
@@ -256,7 +295,9 @@ async def test_a_client_that_leaves_mid_stream_aborts_the_engine_sequence(
     assert stats["running"] == 0
     async with http.get(f"{sim.url}/metrics") as response:
         metrics = await response.text()
-    assert 'vllm:request_success_total{finished_reason="abort",model_name="m"} 3.0' in metrics
+    assert re.search(
+        r'vllm:request_success_total\{[^}]*finished_reason="abort"[^}]*\} 3\.0', metrics
+    )
 
 
 async def test_time_to_first_byte_through_the_router_matches_direct(
