@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 import sys
 import time
 import urllib.error
@@ -37,7 +38,7 @@ from llmops.bench.worker import (
     raise_open_file_limit,
     worker_main,
 )
-from llmops.bench.workload import DURATION_POOL_SIZE, load_prompts, request_body
+from llmops.bench.workload import body_source
 from llmops.errors import BenchError
 
 BLOCK_SIZE = 65536
@@ -88,18 +89,24 @@ def run(
     context = multiprocessing.get_context("spawn")
     conns: list[Connection] = []
     processes = []
-    for plan in plans:
-        parent_end, child_end = context.Pipe(duplex=True)
-        process = context.Process(
-            target=worker_main,
-            args=(plan, child_end),
-            name=f"llmops-bench-{plan.worker_id}",
-            daemon=True,
-        )
-        process.start()
-        child_end.close()
-        conns.append(parent_end)
-        processes.append(process)
+    # Children inherit an ignored SIGINT through exec, so a Ctrl-C while they are still
+    # starting cannot kill them mid-import; the coordinator stops them with ("stop",).
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for plan in plans:
+            parent_end, child_end = context.Pipe(duplex=True)
+            process = context.Process(
+                target=worker_main,
+                args=(plan, child_end),
+                name=f"llmops-bench-{plan.worker_id}",
+                daemon=True,
+            )
+            process.start()
+            child_end.close()
+            conns.append(parent_end)
+            processes.append(process)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     state = LiveState(planned=planned)
     interrupted = False
     done: dict[int, tuple[RequestRecords, WorkerHealth]] = {}
@@ -196,10 +203,7 @@ def _plan(
         if not total:
             raise BenchError("the schedule is empty: raise --rate or --duration")
         scheduled_rate = total / offsets[-1] if offsets[-1] > 0 else None
-    prompt_count = total if total is not None else DURATION_POOL_SIZE
-    prompts = load_prompts(options, prompt_count)
-    bodies = [request_body(prompt, options, model) for prompt in prompts]
-    input_lens = [prompt.input_len for prompt in prompts]
+    bodies = body_source(options, model)
     headers = _auth_headers(options)
     urls = options.endpoint_urls()
     slot_shares = split_evenly(options.concurrency or 0, workers)
@@ -208,9 +212,6 @@ def _plan(
     plans: list[WorkerPlan] = []
     blocks: list[list[Any]] = []
     for worker_id in range(workers):
-        own = split_round_robin(total if total is not None else len(bodies), workers, worker_id)
-        own_bodies = [bodies[i % len(bodies)] for i in own] or bodies
-        own_lens = [input_lens[i % len(input_lens)] for i in own] or input_lens
         plans.append(
             WorkerPlan(
                 worker_id=worker_id,
@@ -218,10 +219,13 @@ def _plan(
                 urls=urls,
                 headers=headers,
                 stream=options.stream,
-                bodies=own_bodies,
-                input_lens=own_lens,
+                bodies=bodies,
                 slot_offsets=starts[worker_id::workers] if options.closed_loop else [],
-                request_count=len(own) if options.closed_loop and total is not None else None,
+                request_count=(
+                    len(split_round_robin(total, workers, worker_id))
+                    if options.closed_loop and total is not None
+                    else None
+                ),
                 in_flight_cap=cap_shares[worker_id] or None,
                 deadline_s=options.duration_s if options.closed_loop else None,
                 timeout_s=options.timeout_s,

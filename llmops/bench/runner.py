@@ -11,6 +11,7 @@ from llmops.bench.coordinator import RunOutcome, run
 from llmops.bench.live import LiveState
 from llmops.bench.options import BenchOptions
 from llmops.bench.report import summary_text, write_requests, write_result
+from llmops.errors import BenchError
 
 #: ``--ui plain`` prints one line this often.
 PLAIN_INTERVAL_S = 5.0
@@ -20,8 +21,12 @@ INTERRUPTED_EXIT = 130
 
 def run_and_report(options: BenchOptions) -> RunOutcome:
     """Run with the UI ``options.ui`` asks for, print the summary, write the requested files."""
-    with _ui(options) as on_snapshot:
-        outcome = run(options, on_snapshot)
+    try:
+        with _ui(options) as on_snapshot:
+            outcome = run(options, on_snapshot)
+    except KeyboardInterrupt:
+        # Only before the workers start: after that, run() turns Ctrl-C into partial results.
+        raise BenchError("interrupted before the run started") from None
     print(summary_text(outcome.result), flush=True)
     if options.output:
         write_result(options.output, outcome.result)
@@ -29,6 +34,10 @@ def run_and_report(options: BenchOptions) -> RunOutcome:
         write_requests(options.save_requests, outcome.records, options.warmup)
     if outcome.result["interrupted"]:
         sys.exit(INTERRUPTED_EXIT)
+    result = outcome.result
+    if result["completed"] == 0 and result["failed"] > 0:
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(result["errors_by_class"].items()))
+        raise BenchError(f"every request failed ({classes})")
     return outcome
 
 

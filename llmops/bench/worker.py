@@ -20,6 +20,7 @@ from time import perf_counter
 from llmops.bench.histogram import LogHistogram
 from llmops.bench.records import RequestRecords
 from llmops.bench.request import Outcome, send_request
+from llmops.bench.workload import BodySource
 
 SNAPSHOT_INTERVAL_S = 0.5
 LOOP_PROBE_INTERVAL_S = 0.05
@@ -36,8 +37,7 @@ class WorkerPlan:
     urls: tuple[str, ...]
     headers: dict[str, str]
     stream: bool
-    bodies: list[bytes]
-    input_lens: list[int]
+    bodies: BodySource
     #: Closed loop: slots this worker keeps busy, with their first-send offsets.
     slot_offsets: list[float]
     #: Closed loop: requests this worker sends (None: until the deadline).
@@ -208,7 +208,7 @@ class _Worker:
                 return
             self._note_schedule_lag(perf_counter() - due)
             index = plan.worker_id + local * plan.workers
-            task = asyncio.create_task(self._one(index, local, offset))
+            task = asyncio.create_task(self._one(index, offset))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -232,20 +232,20 @@ class _Worker:
             local = self.next_local
             self.next_local += 1
             index = plan.worker_id + local * plan.workers
-            await self._one(index, local, perf_counter() - self.t0)
+            await self._one(index, perf_counter() - self.t0)
 
-    async def _one(self, index: int, local: int, intended_s: float) -> None:
+    async def _one(self, index: int, intended_s: float) -> None:
         if self.cap is not None:
             await self.cap.acquire()
         try:
-            await self._measure(index, local, intended_s)
+            await self._measure(index, intended_s)
         finally:
             if self.cap is not None:
                 self.cap.release()
 
-    async def _measure(self, index: int, local: int, intended_s: float) -> None:
+    async def _measure(self, index: int, intended_s: float) -> None:
         plan = self.plan
-        body = plan.bodies[local % len(plan.bodies)]
+        body, input_len = plan.bodies.body(index)
         url = plan.urls[index % len(plan.urls)]
         self.sent += 1
         self.in_flight += 1
@@ -257,17 +257,15 @@ class _Worker:
             self.in_flight -= 1
             raise
         self.in_flight -= 1
-        self._account(index, local, intended_s, outcome)
+        self._account(index, input_len, intended_s, outcome)
 
-    def _account(self, index: int, local: int, intended_s: float, outcome: Outcome) -> None:
+    def _account(self, index: int, input_len: int, intended_s: float, outcome: Outcome) -> None:
         t0 = self.t0
         sent_s = outcome.sent - t0
         if not self.first_send:
             self.first_send = sent_s
         self.last_send = max(self.last_send, sent_s)
-        input_tokens = outcome.input_tokens
-        if input_tokens is None:
-            input_tokens = self.plan.input_lens[local % len(self.plan.input_lens)]
+        input_tokens = input_len if outcome.input_tokens is None else outcome.input_tokens
         self.records.add(
             index=index,
             intended_s=intended_s,

@@ -17,10 +17,12 @@ import orjson
 from llmops.bench.options import BenchOptions
 from llmops.errors import BenchError
 
-#: Pool size for runs whose request count is not known up front (``--duration``); cycled.
-DURATION_POOL_SIZE = 1000
-
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "po", "da", "fi", "gu", "he")
+_VOCABULARY = tuple(first + second for first in _SYLLABLES for second in _SYLLABLES)
+#: Words in the random corpus: distinct windows for this many requests, then repeats.
+_CORPUS_WORDS = 1 << 18
+#: A prime step between windows, so neighbouring requests share no prefix.
+_STRIDE = 9973
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +35,79 @@ class Prompt:
     output_len: int
 
 
-def load_prompts(options: BenchOptions, count: int) -> list[Prompt]:
-    """``count`` prompts for the run (fewer for a file dataset, which is then cycled)."""
-    rng = random.Random(options.seed)
+class BodySource:
+    """Request bodies by global request index; picklable, so a worker builds its own."""
+
+    def body(self, index: int) -> tuple[bytes, int]:
+        """The JSON body of request ``index`` and its input length in words."""
+        raise NotImplementedError
+
+
+class PooledBodies(BodySource):
+    """A fixed list of prebuilt bodies (a file dataset), cycled by index."""
+
+    def __init__(self, bodies: list[bytes], input_lens: list[int]) -> None:
+        self.bodies = bodies
+        self.input_lens = input_lens
+
+    def body(self, index: int) -> tuple[bytes, int]:
+        position = index % len(self.bodies)
+        return self.bodies[position], self.input_lens[position]
+
+
+class RandomBodies(BodySource):
+    """Random prompts of exactly ``input_len`` words, built on demand from a seeded corpus.
+
+    Prompt ``i`` is a window into one random word corpus, starting at a different place for
+    each index, so a million-request run holds no million prompts in memory and two runs with
+    the same seed send the same prompts. Only the options cross the process boundary.
+    """
+
+    def __init__(self, options: BenchOptions, model: str) -> None:
+        self.options = options
+        self.model = model
+        self._corpus: list[str] = []
+        self._prefix = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "model": self.model}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.options, self.model = state["options"], state["model"]
+        self._corpus, self._prefix = [], ""
+
+    def body(self, index: int) -> tuple[bytes, int]:
+        corpus = self._corpus or self._build()
+        options = self.options
+        length = options.input_len
+        start = (index * _STRIDE) % (len(corpus) - length)
+        text = self._prefix + " ".join(corpus[start : start + length])
+        prompt = Prompt(text, None, options.shared_prefix_len + length, options.output_len)
+        return request_body(prompt, options, self.model), prompt.input_len
+
+    def _build(self) -> list[str]:
+        rng = random.Random(self.options.seed)
+        self._prefix = _prefix(self.options)
+        self._corpus = rng.choices(_VOCABULARY, k=max(_CORPUS_WORDS, 4 * self.options.input_len))
+        return self._corpus
+
+
+def body_source(options: BenchOptions, model: str) -> BodySource:
+    """The run's bodies: random prompts, or a file dataset's prompts in seeded order."""
     kind, _, path = options.dataset.partition(":")
     if kind == "random" and not path:
-        return _random_prompts(rng, count, options)
+        return RandomBodies(options, model)
     if kind == "sharegpt" and path:
-        return _sample(rng, _sharegpt_prompts(Path(path), options), count)
-    if kind == "jsonl" and path:
-        return _sample(rng, _jsonl_prompts(Path(path), options), count)
-    raise BenchError(f"--dataset {options.dataset!r}: use random, sharegpt:PATH or jsonl:PATH")
+        prompts = _sharegpt_prompts(Path(path), options)
+    elif kind == "jsonl" and path:
+        prompts = _jsonl_prompts(Path(path), options)
+    else:
+        raise BenchError(f"--dataset {options.dataset!r}: use random, sharegpt:PATH or jsonl:PATH")
+    random.Random(options.seed).shuffle(prompts)
+    return PooledBodies(
+        [request_body(prompt, options, model) for prompt in prompts],
+        [prompt.input_len for prompt in prompts],
+    )
 
 
 def request_body(prompt: Prompt, options: BenchOptions, model: str) -> bytes:
@@ -61,21 +125,6 @@ def request_body(prompt: Prompt, options: BenchOptions, model: str) -> bytes:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return orjson.dumps(body)
-
-
-def words(rng: random.Random, count: int) -> str:
-    """``count`` random short words separated by single spaces."""
-    choice = rng.choice
-    return " ".join(choice(_SYLLABLES) + choice(_SYLLABLES) for _ in range(count))
-
-
-def _random_prompts(rng: random.Random, count: int, options: BenchOptions) -> list[Prompt]:
-    prefix = words(rng, options.shared_prefix_len) + " " if options.shared_prefix_len else ""
-    input_len = options.shared_prefix_len + options.input_len
-    return [
-        Prompt(prefix + words(rng, options.input_len), None, input_len, options.output_len)
-        for _ in range(count)
-    ]
 
 
 def _sharegpt_prompts(path: Path, options: BenchOptions) -> list[Prompt]:
@@ -140,13 +189,9 @@ def _jsonl_prompt(item: Any, prefix: str, output_len: int, where: str) -> Prompt
 def _prefix(options: BenchOptions) -> str:
     if not options.shared_prefix_len:
         return ""
-    return words(random.Random(options.seed), options.shared_prefix_len) + " "
-
-
-def _sample(rng: random.Random, prompts: list[Prompt], count: int) -> list[Prompt]:
-    order = list(prompts)
-    rng.shuffle(order)
-    return order[:count]
+    # A different stream from the corpus's, so the prefix is not the first prompt's start.
+    rng = random.Random(f"prefix-{options.seed}")
+    return " ".join(rng.choices(_VOCABULARY, k=options.shared_prefix_len)) + " "
 
 
 def _join(messages: list[dict[str, Any]] | None) -> str:
