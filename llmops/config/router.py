@@ -80,6 +80,14 @@ class TimeoutConfig:
 
 
 @dataclass(frozen=True)
+class AccessLogConfig:
+    """One line per request (request id, model, backend, status, retries, TTFT, total)."""
+
+    enabled: bool = False
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
 class HealthCheckConfig:
     enabled: bool = True
     interval: float = field(default=10.0, metadata={"check": positive})
@@ -143,6 +151,7 @@ class RouterConfig:
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     model_list: tuple[ModelEntry, ...] = ()

@@ -20,8 +20,10 @@ from aiohttp import web
 from multidict import CIMultiDict, istr
 
 from llmops.openai import DONE_EVENT, error_json, sse_event
+from llmops.router.accounting import finish_exchange
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_failure, record_success
+from llmops.router.exchange import Exchange
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
 from llmops.router.upstream import (
@@ -109,6 +111,30 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
     )
     request_id = headers.get(_REQUEST_ID) or uuid.uuid4().hex
     headers[_REQUEST_ID] = request_id
+    now = asyncio.get_running_loop().time
+    exchange = Exchange(request_id, model, now())
+    try:
+        response = await _forward(request, router, candidates, headers, parsed, body, exchange)
+        exchange.status = response.status
+        return response
+    except asyncio.CancelledError:
+        exchange.cancelled = True
+        exchange.status = 499  # nginx's "client closed request"
+        raise
+    finally:
+        finish_exchange(router, exchange, now())
+
+
+async def _forward(
+    request: web.Request,
+    router: RouterState,
+    candidates: tuple[BackendState, ...],
+    headers: CIMultiDict[str],
+    parsed: dict[str, Any],
+    body: bytes,
+    exchange: Exchange,
+) -> web.StreamResponse:
+    """Try backends until one answers or the retries, backends or deadline run out."""
     path = request.rel_url.raw_path_qs.removeprefix("/v1")
     deadline = time.monotonic() + router.config.routing.retry_deadline
     tried: set[str] = set()
@@ -120,15 +146,19 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
         tried.add(backend.id)
         if attempt:
             await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
-        outcome = await _attempt(request, router, backend, path, headers, parsed, body)
+        exchange.attempts = attempt + 1
+        exchange.backend_id = backend.id
+        outcome = await _attempt(request, router, backend, path, headers, parsed, body, exchange)
         if not isinstance(outcome, UpstreamFailure):
             return outcome
         failure = outcome
+        exchange.error_kind = failure.kind
         if time.monotonic() >= deadline:
             break
     if failure is None:
-        return json_error(503, f"no healthy backend for model `{model}`", "no_healthy_backend")
-    response_headers = {"x-request-id": request_id}
+        message = f"no healthy backend for model `{exchange.model}`"
+        return json_error(503, message, "no_healthy_backend")
+    response_headers = {"x-request-id": exchange.request_id}
     if failure.retry_after_s is not None:
         response_headers["Retry-After"] = str(max(1, round(failure.retry_after_s)))
     return web.Response(
@@ -157,6 +187,7 @@ async def _attempt(
     headers: CIMultiDict[str],
     parsed: dict[str, Any],
     body: bytes,
+    exchange: Exchange,
 ) -> web.StreamResponse | UpstreamFailure:
     """One try on one backend: the client's response, or why this backend failed."""
     target = backend.backend
@@ -183,6 +214,7 @@ async def _attempt(
                 streaming = upstream.status < 400 and upstream.content_type == "text/event-stream"
                 # A stream's first chunk counts as its first byte; other answers are read whole.
                 payload = await (upstream.content.readany() if streaming else upstream.read())
+            exchange.first_byte_at = asyncio.get_running_loop().time()
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _failed(router, backend, failure_from_exception(exc, target.id, phase))
         if upstream.status >= 400:
@@ -199,7 +231,8 @@ async def _attempt(
                 headers=_response_headers(upstream, headers[_REQUEST_ID]),
             )
         record_success(backend, router.events)
-        return await _relay(request, router, upstream, payload, backend, headers[_REQUEST_ID])
+        exchange.stream = True
+        return await _relay(request, router, upstream, payload, backend, exchange)
     except asyncio.CancelledError:
         router.cancelled += 1
         raise
@@ -240,7 +273,7 @@ async def _relay(
     upstream: aiohttp.ClientResponse,
     first_chunk: bytes,
     backend: BackendState,
-    request_id: str,
+    exchange: Exchange,
 ) -> web.StreamResponse:
     """Send an upstream event stream to the client as it arrives, chunk by chunk.
 
@@ -248,7 +281,7 @@ async def _relay(
     cancellation and the upstream connection is closed by the caller, which aborts the work.
     """
     response = web.StreamResponse(
-        status=upstream.status, headers=_response_headers(upstream, request_id)
+        status=upstream.status, headers=_response_headers(upstream, exchange.request_id)
     )
     watched = router.watchdog.watch(upstream, router.config.timeouts.total)
     now = asyncio.get_running_loop().time
@@ -263,6 +296,7 @@ async def _relay(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = _stream_failure(exc, watched.expired, backend.id)
                 _failed(router, backend, failure)
+                exchange.error_kind = failure.kind
                 router.stream_errors += 1
                 await write(sse_event(failure.body) + DONE_EVENT)
                 break
@@ -270,6 +304,7 @@ async def _relay(
         await response.write_eof()
     except ConnectionResetError:
         router.cancelled += 1
+        exchange.cancelled = True
     finally:
         router.watchdog.forget(watched)
     return response

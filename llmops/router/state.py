@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from llmops.config import LoadedConfig, RouterConfig
+from llmops.router.accesslog import FORMATTERS
 from llmops.router.auth import TokenSet
 from llmops.router.balance import STRATEGIES, Picker
 from llmops.router.events import EventLog
+from llmops.router.exchange import Exchange
 from llmops.router.pool import PoolSnapshot, build_snapshot
 from llmops.router.watchdog import StreamWatchdog
 
@@ -25,6 +28,7 @@ class RouterState:
     inference_tokens: TokenSet = field(init=False)
     admin_tokens: TokenSet = field(init=False)
     client_timeout: aiohttp.ClientTimeout = field(init=False)
+    access_formatter: Callable[[Exchange], str] | None = field(init=False)
     events: EventLog = field(default_factory=EventLog)
     watchdog: StreamWatchdog = field(default_factory=StreamWatchdog)
     rng: random.Random = field(default_factory=random.Random)
@@ -52,3 +56,5 @@ class RouterState:
         self.admin_tokens = TokenSet(auth.admin_tokens)
         self.client_timeout = aiohttp.ClientTimeout(sock_connect=config.timeouts.connect)
         self.watchdog.idle_s = config.timeouts.idle
+        log = config.access_log
+        self.access_formatter = FORMATTERS[log.format] if log.enabled else None
