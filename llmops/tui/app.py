@@ -76,6 +76,7 @@ class DashboardApp(App[None]):
         self._timer: Timer | None = None
         self._polling = False
         self._poll_again = False
+        self._closing = False
 
     def compose(self) -> ComposeResult:
         yield Totals(id="totals")
@@ -100,8 +101,10 @@ class DashboardApp(App[None]):
         self.poll_now()
 
     async def on_unmount(self) -> None:
+        self._closing = True
         if self._timer is not None:
             self._timer.stop()
+        self.workers.cancel_group(self, "poll")
         await self.client.close()
 
     # --- polling ---------------------------------------------------------------------------
@@ -111,6 +114,8 @@ class DashboardApp(App[None]):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        if self._closing:
+            return
         if self._polling:
             self._poll_again = True
         else:
@@ -130,12 +135,14 @@ class DashboardApp(App[None]):
         finally:
             self._polling = False
             self.polls_done += 1
-        if self.paused:
+        if self.paused or self._closing:
             return
         self.render_all()
-        delay_s = 0.0 if self._poll_again else self.health.next_delay_s()
-        self._poll_again = False
-        self._timer = self.set_timer(delay_s, self.poll_now)
+        if self._poll_again:
+            self._poll_again = False
+            self.poll_now()
+        else:
+            self._timer = self.set_timer(self.health.next_delay_s(), self.poll_now)
 
     @property
     def paused(self) -> bool:

@@ -5,6 +5,7 @@ Every failure becomes a DashboardError whose message fits the one-line stale ind
 
 from __future__ import annotations
 
+import os
 import time
 from types import TracebackType
 from urllib.parse import quote, urlsplit
@@ -84,8 +85,9 @@ class RouterClient:
                     raise DashboardError(_http_problem(response.status, path, body))
                 return body
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else exc
-            raise DashboardError(f"cannot connect to {self.base_url}: {reason}") from None
+            errno = exc.os_error.errno if exc.os_error else None
+            reason = os.strerror(errno).lower() if errno else str(exc)
+            raise DashboardError(f"cannot connect: {reason}") from None
         except TimeoutError:
             raise DashboardError(f"{path}: no answer within {REQUEST_TIMEOUT_S:.0f}s") from None
         except aiohttp.ClientError as exc:

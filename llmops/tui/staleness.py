@@ -55,7 +55,7 @@ class PollHealth:
         return next_delay_s(self.interval_s, self.failures)
 
     def describe(self) -> str:
-        """``stale since HH:MM:SS: reason`` while failing, else empty."""
+        """``STALE since HH:MM:SS: reason`` while failing, else empty."""
         if not self.stale or self.failing_since is None:
             return ""
-        return f"stale since {clock(self.failing_since)}: {self.last_error}"
+        return f"STALE since {clock(self.failing_since)}: {self.last_error}"

@@ -280,7 +280,7 @@ def test_poll_health_reports_stale_since_first_failure_and_recovers() -> None:
     health.failed(at=1795305601.0, reason="connection refused")
     health.failed(at=1795305603.0, reason="connection refused")
     assert health.stale and health.failures == 2
-    assert health.describe() == "stale since 00:00:01: connection refused"
+    assert health.describe() == "STALE since 00:00:01: connection refused"
     assert health.next_delay_s() == 4.0
     health.succeeded(at=1795305610.0)
     assert not health.stale and health.next_delay_s() == 1.0
