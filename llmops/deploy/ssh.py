@@ -10,6 +10,7 @@ spec is ever pasted into a shell string.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shlex
 from collections.abc import AsyncIterator, Sequence
@@ -47,6 +48,13 @@ def parse_jump(jump: str) -> tuple[str | None, str, int]:
         host, port_text = rest.split(":")
         port = int(port_text)
     return user or None, host, port
+
+
+def _connect_failure(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    # asyncio's multi-address connect keeps errno but words the message its own way.
+    return os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
 
 
 class NodeConnections:
@@ -100,9 +108,10 @@ class NodeConnections:
         tunnel: Any = ()
         if options.jump:
             user, jump_host, jump_port = parse_jump(options.jump)
-            jump_options = SshOptions(user=user or options.user, port=jump_port, jump=None).over(
-                options
-            )
+            merged = SshOptions(user=user or options.user, port=jump_port).over(options)
+            jump_options = dataclasses.replace(
+                merged, jump=None
+            )  # the jump host is reached directly
             tunnel = await self._shared(
                 jump_host, jump_options, f"{label} (jump host {options.jump})"
             )
@@ -140,11 +149,7 @@ class NodeConnections:
             except asyncssh.Error as exc:
                 raise NodeError(label, f"SSH failed: {exc.reason}") from None
             except (TimeoutError, OSError) as exc:
-                reason = (
-                    "timed out"
-                    if isinstance(exc, asyncio.TimeoutError)
-                    else exc.strerror or str(exc)
-                )
+                reason = _connect_failure(exc)
                 raise NodeError(
                     label, f"cannot connect to {host}:{options.port}: {reason}"
                 ) from None

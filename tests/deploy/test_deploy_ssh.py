@@ -1,0 +1,111 @@
+"""The SSH layer against real sshd: host-key policy, jump hosts, quoting of every argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SshLab
+
+from llmops.deploy.errors import NodeError
+from llmops.deploy.spec import DeploySpec, load_spec
+from llmops.deploy.ssh import NodeConnections, parse_jump, remote_command
+
+HOSTILE = [
+    "plain",
+    "two words",
+    "it's",
+    'say "hi"',
+    "$(touch /tmp/llmops-pwned)",
+    "`touch /tmp/llmops-pwned`",
+    "a; touch /tmp/llmops-pwned",
+    "line\nbreak",
+    "*",
+    "~",
+    "back\\slash",
+    "",
+    "-n",
+    "${HOME}",
+    "&& echo no",
+    "|",
+    "tab\there",
+]
+
+
+def spec_for(lab: SshLab, tmp_path: Path, **ssh: object) -> DeploySpec:
+    nodes = [{"host": n.address, "gpus": 1, "ssh": {"port": n.port}} for n in lab.nodes]
+    data = {"deployment": "ssh", "ssh": {**lab.ssh_section(), **ssh}, "nodes": nodes, "models": []}
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path).spec
+
+
+def test_parse_jump() -> None:
+    assert parse_jump("bastion") == (None, "bastion", 22)
+    assert parse_jump("ops@bastion:2200") == ("ops", "bastion", 2200)
+    assert parse_jump("[fe80::1]:2222") == (None, "fe80::1", 2222)
+
+
+async def test_every_argument_arrives_exactly_as_given(ssh_lab: SshLab, tmp_path: Path) -> None:
+    spec = spec_for(ssh_lab, tmp_path)
+    async with NodeConnections(spec) as connections:
+        program = "import json, sys; print(json.dumps(sys.argv[1:]))"
+        result = await connections.run(spec.nodes[0], ["python3", "-c", program, *HOSTILE])
+    assert result.exit_status == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == HOSTILE
+    assert not Path("/tmp/llmops-pwned").exists()
+    assert remote_command(["a b", "c"]) == "'a b' c"
+
+
+async def test_one_connection_per_host_is_reused(ssh_lab: SshLab, tmp_path: Path) -> None:
+    spec = spec_for(ssh_lab, tmp_path)
+    async with NodeConnections(spec) as connections:
+        first = await connections.connection(spec.nodes[0])
+        results = [await connections.run(spec.nodes[0], ["true"]) for _ in range(3)]
+        assert await connections.connection(spec.nodes[0]) is first
+        assert all(r.exit_status == 0 for r in results)
+
+
+async def test_unknown_host_key_is_refused_unless_insecure(ssh_lab: SshLab, tmp_path: Path) -> None:
+    other = tmp_path / "other_known_hosts"
+    node = ssh_lab.nodes[0]
+    other.write_text(
+        f"[{node.address}]:{node.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG6ZfXhqvC0BBv2QNVw4kCaYwnYHBQIeMRhqgeZpdHdF\n"
+    )
+    spec = spec_for(ssh_lab, tmp_path, known_hosts=str(other))
+    async with NodeConnections(spec) as connections:
+        with pytest.raises(
+            NodeError, match=rf"node {node.address}: host key not trusted.*--insecure-host-keys"
+        ):
+            await connections.run(spec.nodes[0], ["true"])
+    async with NodeConnections(spec, insecure_host_keys=True) as connections:
+        assert (await connections.run(spec.nodes[0], ["true"])).exit_status == 0
+
+
+async def test_refused_node_names_the_node(ssh_lab: SshLab, tmp_path: Path) -> None:
+    data = {
+        "deployment": "ssh",
+        "ssh": ssh_lab.ssh_section(),
+        "nodes": [{"host": "127.0.0.3", "gpus": 1, "ssh": {"port": ssh_lab.nodes[0].port}}],
+        "models": [],
+    }
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = load_spec(path).spec
+    async with NodeConnections(spec) as connections:
+        with pytest.raises(
+            NodeError, match=r"node 127\.0\.0\.3: cannot connect to 127\.0\.0\.3:\d+: .*refused"
+        ):
+            await connections.run(spec.nodes[0], ["true"])
+
+
+async def test_jump_host(ssh_lab: SshLab, tmp_path: Path) -> None:
+    jump_node, target = ssh_lab.nodes
+    spec = spec_for(ssh_lab, tmp_path, jump=f"root@{jump_node.address}:{jump_node.port}")
+    async with NodeConnections(spec) as connections:
+        result = await connections.run(spec.nodes[1], ["sh", "-c", "echo $SSH_CONNECTION"])
+    # The target saw the connection come from the jump host's side of loopback.
+    client_ip, _, server_ip, server_port = result.stdout.split()
+    assert (server_ip, int(server_port)) == (target.address, target.port)
+    assert client_ip == jump_node.address or client_ip.startswith("127.")
