@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from llmops.config._schema import build, non_negative, port_number, positive
@@ -143,6 +143,43 @@ class BackendFilesConfig:
     enabled_sources: tuple[str, ...] = ()
 
 
+WebhookFormat = Literal["generic", "slack", "wecom", "feishu"]
+# The router's event kinds (llmops.router.events.EventKind) plus the periodic traffic report.
+NotifyKind = Literal[
+    "unhealthy",
+    "recovered",
+    "ejected",
+    "probing",
+    "config_reloaded",
+    "config_rejected",
+    "drained",
+    "undrained",
+    "report",
+]
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where fleet events are posted; the URL may hold a token (``${env:...}``), never logged."""
+
+    url: str = field(repr=False, metadata={"check": _api_base})
+    format: WebhookFormat = "generic"
+    events: tuple[NotifyKind, ...] = get_args(NotifyKind)
+    # Seconds during which repeats of one (backend, kind) are folded into a summary.
+    min_interval: float = field(default=60.0, metadata={"check": non_negative})
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    secret: str | None = field(default=None, repr=False)  # signs the body: feishu ``sign`` field, generic HMAC header
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhooks: tuple[WebhookConfig, ...] = ()
+    batch_window: float = field(default=2.0, metadata={"check": non_negative})  # seconds
+    report_interval: float | None = field(default=None, metadata={"check": positive})  # seconds
+    timeout: float = field(default=5.0, metadata={"check": positive})  # per delivery
+    queue_size: int = field(default=1000, metadata={"check": positive})  # events awaiting send
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -156,6 +193,7 @@ class RouterConfig:
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     model_list: tuple[ModelEntry, ...] = ()
     backends: BackendFilesConfig | None = None
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 @dataclass(frozen=True)
