@@ -168,7 +168,8 @@ class WebhookConfig:
     # Seconds during which repeats of one (backend, kind) are folded into a summary.
     min_interval: float = field(default=60.0, metadata={"check": non_negative})
     headers: dict[str, str] = field(default_factory=dict, repr=False)
-    secret: str | None = field(default=None, repr=False)  # signs the body: feishu ``sign`` field, generic HMAC header
+    # Signs each delivery: the feishu ``sign`` field, or a generic HMAC header.
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
