@@ -51,6 +51,8 @@ async def call_agent(
     }
     argv = [spec.agent_python, "-c", AGENT_SOURCE]
     async for line in connections.stream(node, argv, json.dumps(request)):
+        if not line.strip():
+            continue
         try:
             event = json.loads(line)
         except ValueError:

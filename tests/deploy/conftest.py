@@ -3,7 +3,7 @@
 Two nodes: sshd on 127.0.0.1 and on 127.0.0.2, each on a free port, logging in as the
 current user (root) with a generated key. The nodes' PATH (sshd ``SetEnv``) starts with a
 directory of stand-ins: ``vllm``, a ``python`` that handles ``-m sglang.launch_server``,
-``nvidia-smi`` (4 GPUs) and ``python3`` (this interpreter, for the node agent). The
+``nvidia-smi`` (1 GPU on node 1, 4 on node 2) and ``python3`` (this interpreter, for the node agent). The
 stand-in engines write their argv and environment to ``<dump dir>/<address>-<port>.json``
 and exec ``llmops sim`` on the node's own address (from ``SSH_CONNECTION``), so each node's
 engines stay apart although both nodes are this machine.
@@ -70,11 +70,13 @@ os.execv({python!r}, [{python!r}, *sys.argv[1:]])
 """
 
 NVIDIA_SMI = """#!/bin/sh
-# index, memory.total, memory.used (MiB) of 4 idle GPUs; no compute apps.
+# index, memory.total, memory.used (MiB) of $STANDIN_GPUS idle GPUs; no compute apps.
 case "$*" in
-  *--query-gpu*) printf '0, 81920, 0\\n1, 81920, 0\\n2, 81920, 0\\n3, 81920, 0\\n' ;;
+  *--query-gpu*) i=0; while [ $i -lt "$STANDIN_GPUS" ]; do echo "$i, 81920, 0"; i=$((i+1)); done ;;
 esac
 """
+# GPUs nvidia-smi reports on each node (node 1 is the one tests declare ``gpus: auto``).
+STANDIN_GPUS = {"127.0.0.1": 1, "127.0.0.2": 4}
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
                 f"PidFile {root / f'sshd_{address}.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nMaxSessions 10\nMaxStartups 100\nLogLevel ERROR\n"
-                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir}\n"
+                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir} STANDIN_GPUS={STANDIN_GPUS[address]}\n"
             )
             log = root / f"sshd_{address}.log"
             with log.open("wb") as log_file:

@@ -1,0 +1,205 @@
+"""`up`, `status`, `logs`, `restart` and `stop` against two real sshd nodes running `llmops sim`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from conftest import SshLab, free_port
+
+from llmops.config import load_router_config
+from llmops.deploy.operations import Deployer, RunResult
+from llmops.deploy.spec import load_spec
+from llmops.deploy.ssh import NodeConnections
+
+
+def write_spec(lab: SshLab, tmp_path: Path, models: list[dict[str, Any]], **top: Any) -> Path:
+    nodes = [
+        {"host": lab.nodes[0].address, "gpus": "auto", "ssh": {"port": lab.nodes[0].port}},
+        {"host": lab.nodes[1].address, "gpus": 2, "ssh": {"port": lab.nodes[1].port}},
+    ]
+    data = {
+        "deployment": "t",
+        "ssh": lab.ssh_section(),
+        "state_dir": str(tmp_path / "state"),
+        "router_config": "backends/self_deployed_config.yaml",
+        "stop_timeout_s": 5,
+        "nodes": nodes,
+        "models": models,
+        **top,
+    }
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def run(spec_path: Path, action: str, *args: Any, **kwargs: Any) -> Any:
+    loaded = load_spec(spec_path)
+    reports: list[tuple[str, str, str]] = []
+    async with NodeConnections(loaded.spec) as connections:
+        deployer = Deployer(loaded, connections, lambda *r: reports.append(r))
+        result = await getattr(deployer, action)(*args, **kwargs)
+    return result
+
+
+def states(result: RunResult) -> dict[str, str]:
+    return {name: outcome.state for name, outcome in result.outcomes.items()}
+
+
+def pids(result: RunResult) -> dict[str, int]:
+    return {e["instance"]: e["pid"] for e in result.events if "pid" in e}
+
+
+def live_group_members(pgid: int) -> list[str]:
+    """``ps`` lines of live (non-zombie) processes in a process group."""
+    out = subprocess.run(
+        ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True
+    )
+    lines = []
+    for line in out.stdout.splitlines():
+        _pid, group, stat, *_ = line.split(None, 3)
+        if int(group) == pgid and not stat.startswith("Z"):
+            lines.append(line)
+    return lines
+
+
+def port_free(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n1, n2 = (n.address for n in ssh_lab.nodes)
+    port_a, port_b = free_port(), free_port()
+    models = [
+        # Node 1 has 1 GPU (auto), node 2 has 2: replica 0 goes to node 2, replica 1 to node 1.
+        {
+            "name": "alpha",
+            "model": "/models/alpha",
+            "replicas": 2,
+            "port": port_a,
+            "ready_timeout_s": 30,
+        },
+        # root's .bashrc puts pyenv's python first on PATH, so name the stand-in by its path.
+        {
+            "name": "beta",
+            "model": "/models/beta",
+            "engine": "sglang",
+            "port": port_b,
+            "nodes": [n2],
+            "command": str(ssh_lab.standin_dir / "python"),
+            "ready_timeout_s": 30,
+        },
+    ]
+    spec_path = write_spec(ssh_lab, tmp_path, models, internal_port_base=free_port())
+    try:
+        first = await run(spec_path, "up")
+        assert not first.errors, [str(e) for e in first.errors]
+        names = [f"alpha-{n2}-0", f"alpha-{n1}-0", f"beta-{n2}-0"]
+        assert sorted(first.outcomes) == sorted(names)
+        assert all(o.ready for o in first.outcomes.values())
+        assert set(states(first).values()) == {"ready"}
+        started = pids(first)
+
+        # The stand-in engines saw exactly the planned command lines and environments.
+        plan = first.plan
+        for instance in plan.instances:
+            dump = json.loads(
+                (ssh_lab.dump_dir / f"{instance.address}-{instance.port}.json").read_text()
+            )
+            # argv[0] of a script is the path the kernel found; the rest is exactly as planned.
+            assert Path(dump["argv"][0]).name == Path(instance.argv[0]).name
+            assert dump["argv"][1:] == list(instance.argv[1:])
+            assert dump["env"]["CUDA_VISIBLE_DEVICES"] == instance.env["CUDA_VISIBLE_DEVICES"]
+        beta = next(i for i in plan.instances if i.model == "beta")
+        assert beta.argv[1:3] == ("-m", "sglang.launch_server") and "--nccl-port" in beta.argv
+
+        # The router backend file lists every ready instance and the router accepts it.
+        backend_file = tmp_path / "backends" / "self_deployed_config.yaml"
+        written = yaml.safe_load(backend_file.read_text())
+        assert sorted(e["litellm_params"]["api_base"] for e in written["model_list"]) == sorted(
+            f"http://{i.address}:{i.port}/v1" for i in plan.instances
+        )
+        assert all(e["litellm_params"]["weight"] == 1 for e in written["model_list"])
+        router_yaml = tmp_path / "router.yaml"
+        router_yaml.write_text(
+            yaml.safe_dump(
+                {"backends": {"config_dir": "backends", "enabled_sources": ["self_deployed"]}}
+            )
+        )
+        loaded = load_router_config(router_yaml)
+        assert sorted(b.id for b in loaded.backends) == sorted(i.backend_id for i in plan.instances)
+        check = subprocess.run(
+            [sys.executable, "-m", "llmops", "router", "check", "--config", str(router_yaml)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stderr
+        assert "3 backend(s)" in check.stdout
+
+        # The deployed engines answer through their recorded addresses.
+        async with aiohttp.ClientSession() as http:
+            for instance in plan.instances:
+                body = {"model": instance.model, "prompt": "hi", "max_tokens": 2}
+                async with http.post(f"{instance.api_base}/completions", json=body) as response:
+                    assert response.status == 200
+                    assert (await response.json())["usage"]["completion_tokens"] == 2
+
+        second = await run(spec_path, "up")
+        assert not second.errors
+        assert set(states(second).values()) == {"ready"}
+        actions = {e["instance"]: e["action"] for e in second.events}
+        assert actions == dict.fromkeys(names, "unchanged")
+        assert pids(second) == started
+
+        # Change alpha's args: only alpha's instances restart.
+        models[0]["extra_args"] = ["--enable-prefix-caching"]
+        spec_path = write_spec(
+            ssh_lab, tmp_path, models, internal_port_base=plan.instances[0].internal_port
+        )
+        third = await run(spec_path, "up")
+        assert not third.errors, [str(e) for e in third.errors]
+        actions = {e["instance"]: e["action"] for e in third.events}
+        assert actions == {names[0]: "restarted", names[1]: "restarted", names[2]: "unchanged"}
+        restarted = pids(third)
+        assert restarted[names[2]] == started[names[2]]
+        assert restarted[names[0]] != started[names[0]] and restarted[names[1]] != started[names[1]]
+        assert not live_group_members(started[names[0]])  # the old process group is gone
+
+        rows, status_result = await run(spec_path, "status")
+        assert not status_result.errors
+        assert [
+            (r["instance"], r["running"], r["ready"], r["current"], r["health"]) for r in rows
+        ] == [(name, True, True, True, 200) for name in names]
+        assert rows[0]["metrics"]["running"] == 0
+
+        found, _ = await run(spec_path, "logs", [names[2]], lines=5)
+        assert [f["instance"] for f in found] == [names[2]]
+        assert "llmops sim: serving beta (sglang)" in found[0]["log"]
+    finally:
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors, [str(e) for e in stopped.errors]
+    assert {e["instance"]: e["action"] for e in stopped.events} == dict.fromkeys(names, "stopped")
+    assert all(e["port_free"] for e in stopped.events)
+    for name, pid in {**started, **restarted}.items():
+        assert not live_group_members(pid), name
+    for instance in plan.instances:
+        assert port_free(instance.address, instance.port)
+    assert yaml.safe_load(backend_file.read_text())["model_list"] == []
+    state_files = sorted(p.name for p in (tmp_path / "state" / "t").rglob("*"))
+    assert "state.json" not in state_files and "engine.log" in state_files
+    env_files = list((tmp_path / "state" / "t").rglob("env.json"))
+    assert env_files and all(os.stat(p).st_mode & 0o777 == 0o600 for p in env_files)
