@@ -8,6 +8,8 @@ engine read the sim unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from llmops.sim.engine import FINISH_REASONS, EngineSnapshot
 from llmops.sim.histogram import HistogramSnapshot
 from llmops.sim.options import EngineFlavour
@@ -27,116 +29,54 @@ def render_metrics(flavour: EngineFlavour, model: str, snapshot: EngineSnapshot)
 def _vllm(model: str, snap: EngineSnapshot) -> str:
     labels = {"engine": "0", "model_name": model}
     out: list[str] = []
-    _gauge(
-        out,
-        "vllm:num_requests_running",
-        "Number of requests in model execution batches.",
-        labels,
-        snap.running,
-    )
-    _gauge(
-        out,
-        "vllm:num_requests_waiting",
-        "Number of requests waiting to be processed.",
-        labels,
-        snap.waiting,
-    )
-    _gauge(
-        out,
-        "vllm:kv_cache_usage_perc",
-        "KV-cache usage. 1 means 100 percent usage.",
-        labels,
-        snap.kv_usage,
-    )
-    _counter(
-        out,
-        "vllm:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        [(labels, snap.prompt_tokens_total)],
-    )
-    _counter(
-        out,
-        "vllm:generation_tokens_total",
-        "Number of generation tokens processed.",
-        [(labels, snap.generation_tokens_total)],
-    )
-    _counter(
-        out,
-        "vllm:request_success_total",
-        "Count of successfully processed requests.",
-        [
-            ({**labels, "finished_reason": reason}, snap.finished[reason])
-            for reason in FINISH_REASONS
-        ],
-    )
-    _histogram(
-        out,
-        "vllm:time_to_first_token_seconds",
-        "Histogram of time to first token in seconds.",
-        labels,
-        snap.ttft,
-    )
-    _histogram(
-        out,
-        "vllm:e2e_request_latency_seconds",
-        "Histogram of e2e request latency in seconds.",
-        labels,
-        snap.e2e,
-    )
+    for name, help_text, value in [
+        ("vllm:num_requests_running", "Number of requests in model execution batches.",
+         snap.running),
+        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+         snap.waiting),
+        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+         snap.kv_usage),
+    ]:  # fmt: skip
+        _gauge(out, name, help_text, labels, value)
+    _counter(out, "vllm:prompt_tokens_total", "Number of prefill tokens processed.",
+             [(labels, snap.prompt_tokens_total)])  # fmt: skip
+    _counter(out, "vllm:generation_tokens_total", "Number of generation tokens processed.",
+             [(labels, snap.generation_tokens_total)])  # fmt: skip
+    # Aborted requests are "successes" with finished_reason="abort", exactly as vLLM counts them.
+    by_reason = [({**labels, "finished_reason": r}, snap.finished[r]) for r in FINISH_REASONS]
+    _counter(out, "vllm:request_success_total", "Count of successfully processed requests.",
+             by_reason)  # fmt: skip
+    _histogram(out, "vllm:time_to_first_token_seconds",
+               "Histogram of time to first token in seconds.", labels, snap.ttft)  # fmt: skip
+    _histogram(out, "vllm:e2e_request_latency_seconds",
+               "Histogram of e2e request latency in seconds.", labels, snap.e2e)  # fmt: skip
     return "".join(out)
 
 
 def _sglang(model: str, snap: EngineSnapshot) -> str:
     labels = {"model_name": model}
     out: list[str] = []
-    _gauge(out, "sglang:num_running_reqs", "The number of running requests.", labels, snap.running)
-    _gauge(
-        out,
-        "sglang:num_queue_reqs",
-        "The number of requests in the waiting queue.",
-        labels,
-        snap.waiting,
-    )
-    _gauge(out, "sglang:token_usage", "The token usage.", labels, snap.kv_usage)
-    _counter(
-        out,
-        "sglang:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        [(labels, snap.prompt_tokens_total)],
-    )
-    _counter(
-        out,
-        "sglang:generation_tokens_total",
-        "Number of generation tokens processed.",
-        [(labels, snap.generation_tokens_total)],
-    )
-    completed = snap.finished["stop"] + snap.finished["length"]
-    _counter(
-        out,
-        "sglang:num_requests_total",
-        "Number of requests processed.",
-        [(labels, completed + snap.finished["abort"])],
-    )
-    _counter(
-        out,
-        "sglang:num_aborted_requests_total",
-        "Number of requests aborted.",
-        [(labels, snap.finished["abort"])],
-    )
-    _histogram(
-        out,
-        "sglang:time_to_first_token_seconds",
-        "Histogram of time to first token in seconds.",
-        labels,
-        snap.ttft,
-    )
-    _histogram(
-        out,
-        "sglang:e2e_request_latency_seconds",
-        "Histogram of End-to-end request latency in seconds",
-        labels,
-        snap.e2e,
-    )
+    for name, help_text, value in [
+        ("sglang:num_running_reqs", "The number of running requests.", snap.running),
+        ("sglang:num_queue_reqs", "The number of requests in the waiting queue.", snap.waiting),
+        ("sglang:token_usage", "The token usage.", snap.kv_usage),
+    ]:
+        _gauge(out, name, help_text, labels, value)
+    aborted = snap.finished["abort"]
+    for name, help_text, count in [
+        ("sglang:prompt_tokens_total", "Number of prefill tokens processed.",
+         snap.prompt_tokens_total),
+        ("sglang:generation_tokens_total", "Number of generation tokens processed.",
+         snap.generation_tokens_total),
+        ("sglang:num_requests_total", "Number of requests processed.",
+         snap.finished["stop"] + snap.finished["length"] + aborted),
+        ("sglang:num_aborted_requests_total", "Number of requests aborted.", aborted),
+    ]:  # fmt: skip
+        _counter(out, name, help_text, [(labels, count)])
+    _histogram(out, "sglang:time_to_first_token_seconds",
+               "Histogram of time to first token in seconds.", labels, snap.ttft)  # fmt: skip
+    _histogram(out, "sglang:e2e_request_latency_seconds",
+               "Histogram of End-to-end request latency in seconds", labels, snap.e2e)  # fmt: skip
     return "".join(out)
 
 
@@ -146,7 +86,7 @@ def _gauge(out: list[str], name: str, help_text: str, labels: Labels, value: flo
 
 
 def _counter(
-    out: list[str], name: str, help_text: str, samples: list[tuple[Labels, float]]
+    out: list[str], name: str, help_text: str, samples: Iterable[tuple[Labels, float]]
 ) -> None:
     out.append(f"# HELP {name} {help_text}\n# TYPE {name} counter\n")
     out.extend(f"{name}{_labels(labels)} {_number(value)}\n" for labels, value in samples)

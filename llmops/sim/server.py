@@ -21,7 +21,7 @@ from llmops.sim.engine import Engine, SeqState, Sequence
 from llmops.sim.faults import Faults
 from llmops.sim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.sim.metrics import render_metrics
-from llmops.sim.options import SIM_MODES, SimOptions
+from llmops.sim.options import SIM_MODES, SimMode, SimOptions
 from llmops.sim.requests import (
     GenerationKind,
     GenerationRequest,
@@ -148,18 +148,19 @@ async def _stream(
         sent = 0
         while True:
             generated = await seq.wait_tokens(sent)
-            if sent == 0 and generated > 0 and (role := chunks.role()) is not None:
+            # ABORTED here means the engine is shutting down.
+            if seq.state is SeqState.ABORTED or _cut_now(faults.abort_after_tokens, sent):
+                _cut(request, state.engine, seq)
+                return response
+            if sent == 0 and (role := chunks.role()) is not None:
                 # vLLM sends the role chunk with the first token, not before it.
                 await response.write(role)
             while sent < generated:
                 await response.write(chunks.token(words[sent]))
                 sent += 1
-                if faults.abort_after_tokens is not None and sent >= faults.abort_after_tokens:
+                if _cut_now(faults.abort_after_tokens, sent):
                     _cut(request, state.engine, seq)
                     return response
-            if seq.state is SeqState.ABORTED:  # the engine is shutting down
-                _cut(request, state.engine, seq)
-                return response
             if seq.state is SeqState.FINISHED:
                 break
         await response.write(chunks.finish(seq.finish_reason))
@@ -170,6 +171,10 @@ async def _stream(
         # The client went away mid-write: an abort, not an error worth a traceback.
         state.engine.abort(seq)
     return response
+
+
+def _cut_now(abort_after_tokens: int | None, sent: int) -> bool:
+    return abort_after_tokens is not None and sent >= abort_after_tokens
 
 
 def _cut(request: web.Request, engine: Engine, seq: Sequence) -> None:
@@ -294,6 +299,10 @@ class RunningSim:
     @property
     def options(self) -> SimOptions:
         return self.state.options
+
+    def set_mode(self, mode: SimMode, abort_after_tokens: int | None = None) -> None:
+        """Switch failure injection from the same process (what ``POST /sim/mode`` does)."""
+        self.state.faults.set_mode(mode, abort_after_tokens)
 
 
 @contextlib.asynccontextmanager

@@ -95,9 +95,12 @@ async def test_stall_mode_sends_headers_then_no_tokens(start_sim, http) -> None:
     assert rest.count(b'"content":') == 1 + 3  # role chunk + 3 tokens
 
 
-async def test_abort_after_tokens_cuts_streams_like_a_dying_engine(start_sim, http) -> None:
+@pytest.mark.parametrize("cut_after", [0, 3])
+async def test_abort_after_tokens_cuts_streams_like_a_dying_engine(
+    start_sim, http, cut_after
+) -> None:
     sim = await start_sim(ttft_ms=1, itl_ms=2)
-    await set_mode(http, sim.url, mode="ok", abort_after_tokens=3)
+    await set_mode(http, sim.url, mode="ok", abort_after_tokens=cut_after)
     parser = SSEParser()
     events: list[bytes] = []
     body = {**CHAT, "stream": True, "max_tokens": 20, "ignore_eos": True}
@@ -107,18 +110,16 @@ async def test_abort_after_tokens_cuts_streams_like_a_dying_engine(start_sim, ht
             async for chunk in response.content.iter_any():
                 events.extend(parser.feed(chunk))
     payloads = [orjson.loads(data) for data in events]
-    # The role chunk and 3 tokens; then the connection closed: no finish chunk, no [DONE].
-    assert [p["choices"][0]["delta"]["content"] != "" for p in payloads] == [
-        False,
-        True,
-        True,
-        True,
-    ]
+    # The role chunk and N tokens; then the connection closed: no finish chunk, no [DONE].
+    contents = [p["choices"][0]["delta"]["content"] for p in payloads]
+    assert [text != "" for text in contents] == ([False] + [True] * cut_after if cut_after else [])
     assert all(p["choices"][0]["finish_reason"] is None for p in payloads)
     await asyncio.sleep(0.05)
     assert (await (await http.get(f"{sim.url}/sim/stats")).json())["aborted"] == 1
     # Non-streaming requests are not cut.
-    await set_mode(http, sim.url, abort_after_tokens=None)
+    sim.set_mode("ok")  # the in-process way to switch modes
+    assert await chat_status(http, sim.url, max_tokens=5) == 200
+    sim.set_mode("ok", abort_after_tokens=cut_after)
     assert await chat_status(http, sim.url, max_tokens=5) == 200
 
 
