@@ -54,6 +54,7 @@ class Affinity:
     """Bindings from session keys and prompt prefixes to backend ids."""
 
     def __init__(self, routing: RoutingConfig) -> None:
+        self.routing = routing
         self._sessions_on = routing.session_affinity
         self._prefixes_on = routing.prefix_affinity
         self._block_chars = routing.prefix_block_chars

@@ -17,8 +17,10 @@ from llmops.config import LoadedConfig, load_router_config
 from llmops.errors import RouterError
 from llmops.router.events import EventKind
 from llmops.router.health import admit_new_backends, run_health_checks
+from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.proxy import json_error, proxy_request
 from llmops.router.reload import ConfigWatcher
+from llmops.router.scrape import EngineScraper
 from llmops.router.state import RouterState
 from llmops.router.status import build_status
 
@@ -42,6 +44,7 @@ def build_app(loaded: LoadedConfig, config_path: Path) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/status", _admin(_status))
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/dashboard", _admin(_dashboard))
     app.router.add_post("/admin/backends/{backend_id:.+}/drain", _admin(_drain))
     app.router.add_post("/admin/backends/{backend_id:.+}/undrain", _admin(_undrain))
@@ -72,11 +75,13 @@ def _router_lifetime(
             asyncio.create_task(run_health_checks(router), name="health checks"),
             asyncio.create_task(router.watchdog.run(), name="stream watchdog"),
             asyncio.create_task(watcher.run(), name="config watcher"),
+            asyncio.create_task(_engine_scraper(router).run(), name="engine metrics"),
         ]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await router.limits.close()
         await session.close()
 
     return lifetime
@@ -141,6 +146,16 @@ async def _list_models(request: web.Request) -> web.Response:
     models = request.app[ROUTER].snapshot.models
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "llmops"} for m in models]
     return _json({"object": "list", "data": data})
+
+
+def _engine_scraper(router: RouterState) -> EngineScraper:
+    scrape = router.config.scrape
+    return EngineScraper(router.session, lambda: router.snapshot, scrape.interval, scrape.timeout)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[ROUTER].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def _status(request: web.Request) -> web.Response:

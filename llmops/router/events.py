@@ -21,6 +21,8 @@ EventKind = Literal[
     "config_rejected",
     "drained",
     "undrained",
+    "limits_local",
+    "limits_shared",
 ]
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

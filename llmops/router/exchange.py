@@ -7,6 +7,7 @@ windows) once, when the response is complete or the client has gone.
 from __future__ import annotations
 
 from llmops.openai import Usage
+from llmops.router.stream_usage import UsageTap
 
 
 class Exchange:
@@ -23,6 +24,7 @@ class Exchange:
         "status",
         "stream",
         "usage",
+        "usage_tap",
     )
 
     def __init__(self, request_id: str, model: str, started_at: float) -> None:
@@ -38,6 +40,7 @@ class Exchange:
         self.error_kind: str | None = None  # the last upstream failure's kind
         self.cancelled = False  # the client went away before the end
         self.usage: Usage | None = None
+        self.usage_tap: UsageTap | None = None  # set when a TPM limit needs the usage
 
     @property
     def ttft_s(self) -> float | None:

@@ -19,13 +19,15 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, istr
 
-from llmops.openai import DONE_EVENT, error_json, sse_event
+from llmops.openai import DONE_EVENT, error_json, sse_event, usage_from_body
 from llmops.router.accounting import finish_exchange
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_failure, record_success
 from llmops.router.exchange import Exchange
+from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
+from llmops.router.stream_usage import UsageTap, ask_for_usage
 from llmops.router.upstream import (
     RETRYABLE_STATUSES,
     UpstreamFailure,
@@ -135,15 +137,36 @@ async def _forward(
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Try backends until one answers or the retries, backends or deadline run out."""
+    limits = router.limits
+    limited = await limits.admit_key(request.headers.get("Authorization"))
+    if limited is not None:
+        return _limited(limited, exchange.request_id)
+    if limits.counts_tokens(candidates):
+        parsed, body, added = ask_for_usage(parsed, body)
+        exchange.usage_tap = UsageTap(strip=added)
+    affinity = router.affinity
+    hints = affinity.hints(request.headers, parsed) if affinity.enabled else None
+
+    def pick(exclude: frozenset[str]) -> BackendState | None:
+        return pick_backend(candidates, router.picker, router.rng, exclude, hints, affinity)
+
     path = request.rel_url.raw_path_qs.removeprefix("/v1")
     deadline = time.monotonic() + router.config.routing.retry_deadline
     tried: set[str] = set()
     failure: UpstreamFailure | None = None
     for attempt in range(router.config.routing.num_retries + 1):
-        backend = pick_backend(candidates, router.picker, router.rng, frozenset(tried))
-        if backend is None:
+        chosen = await acquire_backend(pick, limits, frozenset(tried), router.config.limits.wait_s)
+        if isinstance(chosen, Limited):
+            if failure is None:
+                return _limited(chosen, exchange.request_id)
             break
+        if chosen is None:
+            break
+        backend = chosen
         tried.add(backend.id)
+        if not attempt:
+            started = exchange.started_at
+            router.metrics.overhead.observe(asyncio.get_running_loop().time() - started)
         if attempt:
             await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
         exchange.attempts = attempt + 1
@@ -167,6 +190,11 @@ async def _forward(
         content_type=failure.content_type,
         headers=response_headers,
     )
+
+
+def _limited(limited: Limited, request_id: str) -> web.Response:
+    headers = {**limited.headers(), "x-request-id": request_id}
+    return json_error(429, limited.message, "rate_limit_exceeded", headers)
 
 
 def _retry_delay(
@@ -225,6 +253,10 @@ async def _attempt(
                 return _failed(router, backend, failure)
         if not streaming:
             record_success(backend, router.events)
+            if exchange.usage_tap is not None and upstream.status < 400:
+                exchange.usage = usage_from_body(payload)
+                auth = request.headers.get("Authorization")
+                await router.limits.record_usage(backend, auth, exchange.usage)
             return web.Response(
                 status=upstream.status,
                 body=payload,
@@ -254,6 +286,7 @@ def _failed(
 ) -> UpstreamFailure:
     """Account a failed attempt: errors always, the breaker only for the backend's own trouble."""
     backend.record_error(failure.message)
+    router.metrics.failed(backend, failure.kind)
     if failure.status >= 500:
         record_failure(backend, failure.kind, router.config.circuit_breaker, router.events)
     return failure
@@ -288,9 +321,10 @@ async def _relay(
     try:
         await response.prepare(request)
         read, write = upstream.content.readany, response.write
+        tap = exchange.usage_tap
         chunk = first_chunk
         while chunk:
-            await write(chunk)
+            await write(chunk if tap is None else tap.feed(chunk))
             try:
                 chunk = await read()
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -301,7 +335,13 @@ async def _relay(
                 await write(sse_event(failure.body) + DONE_EVENT)
                 break
             watched.last_byte_at = now()
+        if tap is not None and (held := tap.flush()):
+            await write(held)
         await response.write_eof()
+        if tap is not None:
+            exchange.usage = tap.usage
+            auth = request.headers.get("Authorization")
+            await router.limits.record_usage(backend, auth, tap.usage)
     except ConnectionResetError:
         router.cancelled += 1
         exchange.cancelled = True

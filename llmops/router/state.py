@@ -11,10 +11,13 @@ import aiohttp
 
 from llmops.config import LoadedConfig, RouterConfig
 from llmops.router.accesslog import FORMATTERS
+from llmops.router.affinity import Affinity
 from llmops.router.auth import TokenSet
 from llmops.router.balance import STRATEGIES, Picker
 from llmops.router.events import EventLog
 from llmops.router.exchange import Exchange
+from llmops.router.limits import Limiter
+from llmops.router.metrics import RouterMetrics
 from llmops.router.pool import PoolSnapshot, build_snapshot
 from llmops.router.watchdog import StreamWatchdog
 
@@ -28,6 +31,9 @@ class RouterState:
     inference_tokens: TokenSet = field(init=False)
     admin_tokens: TokenSet = field(init=False)
     client_timeout: aiohttp.ClientTimeout = field(init=False)
+    affinity: Affinity = field(init=False)
+    limits: Limiter = field(init=False)
+    metrics: RouterMetrics = field(init=False)
     access_formatter: Callable[[Exchange], str] | None = field(init=False)
     events: EventLog = field(default_factory=EventLog)
     watchdog: StreamWatchdog = field(default_factory=StreamWatchdog)
@@ -38,6 +44,8 @@ class RouterState:
     stream_errors: int = 0
 
     def __post_init__(self) -> None:
+        self.metrics = RouterMetrics(lambda: self)
+        self.limits = Limiter(self.loaded.config.limits, self._limits_shared)
         self.swap(self.loaded, build_snapshot(self.loaded.backends, None, 1))
 
     @property
@@ -51,6 +59,9 @@ class RouterState:
         self.loaded = loaded
         self.snapshot = snapshot
         self.picker = STRATEGIES[config.routing.strategy]
+        if getattr(self, "affinity", None) is None or self.affinity.routing != config.routing:
+            self.affinity = Affinity(config.routing)  # new routing settings: bindings start afresh
+        self.limits.configure(config.limits)
         # An admin token is good for inference too; no inference tokens = open.
         self.inference_tokens = TokenSet((*auth.tokens, *auth.admin_tokens) if auth.tokens else ())
         self.admin_tokens = TokenSet(auth.admin_tokens)
@@ -58,3 +69,9 @@ class RouterState:
         self.watchdog.idle_s = config.timeouts.idle
         log = config.access_log
         self.access_formatter = FORMATTERS[log.format] if log.enabled else None
+
+    def _limits_shared(self, shared: bool, why: str) -> None:
+        if shared:
+            self.events.record("limits_shared", "info", why)
+        else:
+            self.events.record("limits_local", "warning", why)
