@@ -18,6 +18,7 @@ from llmops.errors import RouterError
 from llmops.router.events import EventKind
 from llmops.router.health import admit_new_backends, run_health_checks
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from llmops.router.notify import run_notifier
 from llmops.router.proxy import json_error, proxy_request
 from llmops.router.reload import ConfigWatcher
 from llmops.router.scrape import EngineScraper
@@ -76,6 +77,7 @@ def _router_lifetime(
             asyncio.create_task(router.watchdog.run(), name="stream watchdog"),
             asyncio.create_task(watcher.run(), name="config watcher"),
             asyncio.create_task(_engine_scraper(router).run(), name="engine metrics"),
+            asyncio.create_task(run_notifier(router), name="webhooks"),
         ]
         yield
         for task in tasks:
