@@ -6,11 +6,9 @@ start and then only when the test (or a key) asks for one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from rich.text import Text
-from textual.pilot import Pilot
+from tui_pilot_helpers import next_poll, screen_text, table_ids, wait_until
 from tui_recorded_router import RecordedRouter
 
 from llmops.tui.app import DashboardApp
@@ -18,34 +16,6 @@ from llmops.tui.screens import BackendScreen, ConfirmScreen, HelpScreen
 from llmops.tui.widgets import BackendsTable
 
 LONG_INTERVAL_S = 60.0
-
-
-def screen_text(app: DashboardApp) -> str:
-    """What a terminal would show, as plain text lines."""
-    strips = app.screen._compositor.render_strips()
-    return "\n".join(strip.text for strip in strips)
-
-
-async def wait_until(
-    pilot: Pilot[None], condition: Callable[[], bool], timeout_s: float = 5.0
-) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("condition not met in time")
-
-
-async def next_poll(pilot: Pilot[None], app: DashboardApp) -> None:
-    done = app.polls_done
-    app.poll_now()
-    await wait_until(pilot, lambda: app.polls_done > done)
-
-
-def table_ids(app: DashboardApp) -> list[str]:
-    table = app.query_one(BackendsTable)
-    return [str(row.key.value) for row in table.ordered_rows]
 
 
 def dashboard(router: RecordedRouter, token: str | None = None) -> DashboardApp:
