@@ -154,6 +154,8 @@ NotifyKind = Literal[
     "config_rejected",
     "drained",
     "undrained",
+    "limits_local",
+    "limits_shared",
     "report",
 ]
 
