@@ -1,4 +1,4 @@
-"""Real OpenSSH servers on loopback as the deploy tests' "GPU nodes".
+"""Real OpenSSH servers on loopback as the deploy tests' "GPU nodes" (used by conftest.py).
 
 Two nodes: sshd on 127.0.0.1 and on 127.0.0.2, each on a free port, logging in as the
 current user (root) with a generated key. The nodes' PATH (sshd ``SetEnv``) starts with a
@@ -22,9 +22,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
+import yaml
+
+from llmops.deploy.operations import Deployer, RunResult
+from llmops.deploy.spec import load_spec
+from llmops.deploy.ssh import NodeConnections
 
 NODE_ADDRESSES = ("127.0.0.1", "127.0.0.2")
 
@@ -127,8 +133,8 @@ def _write_standins(directory: Path) -> None:
     (directory / "python3").symlink_to(sys.executable)
 
 
-@pytest.fixture(scope="session")
-def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+def start_ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+    """Start both nodes' sshd (generator for a session fixture); stops them at the end."""
     sshd = "/usr/sbin/sshd"
     if not os.path.exists(sshd) or os.geteuid() != 0:
         reason = "sshd is not installed" if not os.path.exists(sshd) else "sshd tests need root"
@@ -188,3 +194,66 @@ def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def write_spec(
+    lab: SshLab, tmp_path: Path, models: list[dict[str, Any]], node2_gpus: int = 2, **top: Any
+) -> Path:
+    """nodes.yaml for both nodes (node 1: ``gpus: auto`` = 1 GPU) with state under tmp_path."""
+    nodes = [
+        {"host": lab.nodes[0].address, "gpus": "auto", "ssh": {"port": lab.nodes[0].port}},
+        {"host": lab.nodes[1].address, "gpus": node2_gpus, "ssh": {"port": lab.nodes[1].port}},
+    ]
+    data = {
+        "deployment": "t",
+        "ssh": lab.ssh_section(),
+        "state_dir": str(tmp_path / "state"),
+        "router_config": "backends/self_deployed_config.yaml",
+        "stop_timeout_s": 5,
+        "nodes": nodes,
+        "models": models,
+        **top,
+    }
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def run(spec_path: Path, action: str, *args: Any, **kwargs: Any) -> Any:
+    loaded = load_spec(spec_path)
+    reports: list[tuple[str, str, str]] = []
+    async with NodeConnections(loaded.spec) as connections:
+        deployer = Deployer(loaded, connections, lambda *r: reports.append(r))
+        result = await getattr(deployer, action)(*args, **kwargs)
+    return result
+
+
+def states(result: RunResult) -> dict[str, str]:
+    return {name: outcome.state for name, outcome in result.outcomes.items()}
+
+
+def pids(result: RunResult) -> dict[str, int]:
+    return {e["instance"]: e["pid"] for e in result.events if "pid" in e}
+
+
+def live_group_members(pgid: int) -> list[str]:
+    """``ps`` lines of live (non-zombie) processes in a process group."""
+    out = subprocess.run(
+        ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True
+    )
+    lines = []
+    for line in out.stdout.splitlines():
+        _pid, group, stat, *_ = line.split(None, 3)
+        if int(group) == pgid and not stat.startswith("Z"):
+            lines.append(line)
+    return lines
+
+
+def port_free(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True

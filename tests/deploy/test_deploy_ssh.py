@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SshLab
+from deploy_lab import SshLab
 
 from llmops.deploy.errors import NodeError
 from llmops.deploy.spec import DeploySpec, load_spec

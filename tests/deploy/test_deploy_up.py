@@ -4,80 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import yaml
-from conftest import SshLab, free_port
+from deploy_lab import (
+    SshLab,
+    free_port,
+    live_group_members,
+    pids,
+    port_free,
+    run,
+    states,
+    write_spec,
+)
 
 from llmops.config import load_router_config
-from llmops.deploy.operations import Deployer, RunResult
-from llmops.deploy.spec import load_spec
-from llmops.deploy.ssh import NodeConnections
-
-
-def write_spec(lab: SshLab, tmp_path: Path, models: list[dict[str, Any]], **top: Any) -> Path:
-    nodes = [
-        {"host": lab.nodes[0].address, "gpus": "auto", "ssh": {"port": lab.nodes[0].port}},
-        {"host": lab.nodes[1].address, "gpus": 2, "ssh": {"port": lab.nodes[1].port}},
-    ]
-    data = {
-        "deployment": "t",
-        "ssh": lab.ssh_section(),
-        "state_dir": str(tmp_path / "state"),
-        "router_config": "backends/self_deployed_config.yaml",
-        "stop_timeout_s": 5,
-        "nodes": nodes,
-        "models": models,
-        **top,
-    }
-    path = tmp_path / "nodes.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-async def run(spec_path: Path, action: str, *args: Any, **kwargs: Any) -> Any:
-    loaded = load_spec(spec_path)
-    reports: list[tuple[str, str, str]] = []
-    async with NodeConnections(loaded.spec) as connections:
-        deployer = Deployer(loaded, connections, lambda *r: reports.append(r))
-        result = await getattr(deployer, action)(*args, **kwargs)
-    return result
-
-
-def states(result: RunResult) -> dict[str, str]:
-    return {name: outcome.state for name, outcome in result.outcomes.items()}
-
-
-def pids(result: RunResult) -> dict[str, int]:
-    return {e["instance"]: e["pid"] for e in result.events if "pid" in e}
-
-
-def live_group_members(pgid: int) -> list[str]:
-    """``ps`` lines of live (non-zombie) processes in a process group."""
-    out = subprocess.run(
-        ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True
-    )
-    lines = []
-    for line in out.stdout.splitlines():
-        _pid, group, stat, *_ = line.split(None, 3)
-        if int(group) == pgid and not stat.startswith("Z"):
-            lines.append(line)
-    return lines
-
-
-def port_free(address: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
