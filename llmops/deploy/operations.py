@@ -170,9 +170,7 @@ class Deployer:
                 self._set(result, name, event["action"], f"pid {event['pid']}")
                 to_wait.append(by_name[name])
         for instance in to_wait:
-            self._set(
-                result, instance.name, result.outcomes[instance.name].state, "waiting until ready"
-            )
+            self._set(result, instance.name, "waiting", "for /health and the model in /v1/models")
         await self._wait(result, node, to_wait)
 
     async def _preflight(
