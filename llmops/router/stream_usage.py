@@ -2,8 +2,8 @@
 
 A stream reports usage only when asked (``stream_options.include_usage``); the router asks
 on behalf of clients that did not, and removes that extra event from what they receive.
-The tap looks only for ``"usage":{`` in each chunk (a C-speed byte search); it parses one
-event, the usage one near the tail, and holds back only an event cut across reads.
+The tap looks only for ``"usage":{`` in each chunk (a C-speed byte search) and parses one
+event, the usage one at the tail; the only bytes it delays are an event cut across reads.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ class UsageTap:
     def feed(self, chunk: bytes) -> bytes:
         if self._held:
             chunk, self._held = self._held + chunk, b""
-        if _USAGE not in chunk:
-            return chunk
-        if not chunk.endswith(_EVENT_END):  # an event cut across reads: wait for its end
+        if not chunk.endswith(_EVENT_END):
+            # An event cut across reads goes on whole once its end arrives: no client can use
+            # half an event anyway, and the usage marker itself may be what was cut.
             last_end = chunk.rfind(_EVENT_END)
             cut = last_end + len(_EVENT_END) if last_end >= 0 else 0
             chunk, self._held = chunk[:cut], chunk[cut:]
+        if _USAGE not in chunk:
+            return chunk
         return self._take_usage(chunk)
 
     def flush(self) -> bytes:
