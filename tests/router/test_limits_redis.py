@@ -46,7 +46,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "no",
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -41,7 +41,7 @@ async def test_backend_rpm_limit_holds_per_window_then_429_with_headers(
     statuses = sorted(status for status, _h, _b in results)
     assert statuses == [200] * 5 + [429] * 7
     assert await sim_requests(http, sim.url) == 5  # refused requests never reach the engine
-    status, headers, body = next(r for r in results if r[0] == 429)
+    _status, headers, body = next(r for r in results if r[0] == 429)
     error = orjson.loads(body)["error"]
     assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
     assert 1 <= int(headers["Retry-After"]) <= 3
