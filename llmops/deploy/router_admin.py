@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -44,14 +46,21 @@ class RouterAdmin:
                         f"router {action} of {backend_id} answered {response.status}: {body}"
                     )
             if action == "drain":
-                await self._wait_idle(backend_id)
+                # Long streams may outlast the wait: stopping then cuts them, as the engine would.
+                await self._wait_for(backend_id, lambda b: not b.get("in_flight"), required=False)
+            else:  # the next instance goes down only once this one takes traffic again
+                await self._wait_for(
+                    backend_id, lambda b: b.get("state") == "healthy", required=True
+                )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeployError(
                 f"router {action} of {backend_id} failed: {exc or type(exc).__name__}"
             ) from None
 
-    async def _wait_idle(self, backend_id: str) -> None:
-        """Poll /status until the backend has no request in flight (best effort, bounded)."""
+    async def _wait_for(
+        self, backend_id: str, done: Callable[[dict[str, Any]], bool], *, required: bool
+    ) -> None:
+        """Poll /status until ``done(backend)``; after DRAIN_WAIT_S, fail if ``required``."""
         assert self._session is not None
         deadline = asyncio.get_running_loop().time() + DRAIN_WAIT_S
         while asyncio.get_running_loop().time() < deadline:
@@ -60,6 +69,10 @@ class RouterAdmin:
                     return  # no /status to read: the drain itself has to be enough
                 status = await response.json()
             backends = [b for b in status.get("backends", []) if b.get("id") == backend_id]
-            if not backends or not backends[0].get("in_flight"):
+            if not backends or done(backends[0]):
                 return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
+        if required:
+            raise DeployError(
+                f"router: backend {backend_id} not healthy {DRAIN_WAIT_S:g} s after undrain"
+            )
