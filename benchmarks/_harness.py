@@ -1,0 +1,218 @@
+"""Shared pieces of the proxy benchmarks: a static nginx backend, wrk runs, CPU accounting.
+
+Everything listens on 127.0.0.1. The load generator and the backend share core 0; the proxy
+under test gets core 1 to itself (taskset), so its CPU per request is measured alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL = "bench-model"
+CHAT_BODY = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+        "max_tokens": 16,
+    }
+)
+RESPONSE_BODY = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello benchmark!"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9},
+    }
+)
+
+
+def sse_body(chunks: int) -> str:
+    events = [
+        "data: "
+        + json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "model": MODEL,
+                "choices": [{"index": 0, "delta": {"content": f"t{i} "}}],
+            }
+        )
+        for i in range(chunks)
+    ]
+    return "\n\n".join(events) + "\n\ndata: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None
+    )
+    if path is None:
+        sys.exit(f"benchmark needs {binary}: apt-get install {binary}")
+    return path
+
+
+def wait_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Nginx:
+    """A static OpenAI-shaped backend: JSON answers, a 64-chunk SSE body, health and models."""
+
+    def __init__(self, cpu: int = 0, sse_chunks: int = 64) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="llmops-bench-nginx-"))
+        models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        (self.dir / "stream").write_text(sse_body(sse_chunks))
+        conf = self.dir / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 65536; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body;
+  proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fcgi;
+  uwsgi_temp_path {self.dir}/uwsgi;
+  scgi_temp_path {self.dir}/scgi;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{self.port} reuseport backlog=4096;
+    location = /health {{ return 200 ""; }}
+    location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
+    location = /v1/chat/completions {{
+      if ($http_x_bench_stream) {{ rewrite ^ /stream last; }}
+      default_type application/json;
+      return 200 '{RESPONSE_BODY}';
+    }}
+    location = /stream {{ root {self.dir}; default_type text/event-stream; error_page 405 =200 $uri; }}
+  }}
+}}
+""")
+        self.process = subprocess.Popen(
+            ["taskset", "-c", str(cpu), need("nginx"), "-c", str(conf), "-p", str(self.dir)],
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def wrk(
+    url: str, connections: int, seconds: float, body: str, stream: bool = False, cpu: int = 0
+) -> WrkResult:
+    """Run wrk with a POST of ``body``; --latency gives the percentiles."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        + ('wrk.headers["X-Bench-Stream"] = "1"\n' if stream else "")
+    )
+    try:
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                str(cpu),
+                need("wrk"),
+                "-t",
+                "1",
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"{url}/v1/chat/completions",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(
+        int(n)
+        for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout) (\d+)", out)
+    )
+    errors += (
+        sum(
+            int(n)
+            for n in re.findall(r"(?:connect|read|write) (\d+)", out.split("Socket errors:")[1])
+        )
+        if "Socket errors:" in out
+        else 0
+    )
+    return WrkResult(rps, _percentile(out, "50%"), _percentile(out, "99%"), total, errors)
+
+
+def _percentile(out: str, label: str) -> float:
+    match = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)$", out, re.M)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,188 @@
+"""Router throughput and added latency against a static nginx backend, vs direct and vs the
+naive aiohttp proxy, on one pinned core each (issue 8's first three scenarios).
+
+    python benchmarks/router_throughput.py [--runs 3] [--seconds 5] [--write]
+
+Scenarios, interleaved per run (direct, minimal proxy, llmops), medians over runs:
+  - non-streaming req/s at 64 connections, and the proxy's CPU microseconds per request
+  - streaming (a static 64-chunk SSE body) req/s at 64 connections
+  - latency p50/p99 at 1 connection
+The llmops router runs with its default features on (health checks, metrics, least-load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import CHAT_BODY, MODEL, Nginx, cpu_seconds, free_port, median, wait_port, wrk
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM_BODY = CHAT_BODY[:-1] + ', "stream": true}'
+
+
+def start_llmops(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    config = workdir / "router.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {"model_name": MODEL, "litellm_params": {"api_base": f"{upstream}/v1"}}
+                ],
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            "-m",
+            "llmops",
+            "router",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return process, port
+
+
+def start_minimal(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            str(ROOT / "benchmarks" / "minimal_proxy.py"),
+            str(port),
+            upstream,
+        ]
+    )
+    wait_port(port)
+    return process, port
+
+
+def measure(url: str, pid: int | None, seconds: float) -> dict[str, float]:
+    wrk(url, 64, 1, CHAT_BODY)  # warm-up: connections, pools, caches
+    before = cpu_seconds(pid) if pid else 0.0
+    plain = wrk(url, 64, seconds, CHAT_BODY)
+    cpu = (cpu_seconds(pid) - before) if pid else 0.0
+    streamed = wrk(url, 64, seconds, STREAM_BODY, stream=True)
+    single = wrk(url, 1, seconds, CHAT_BODY)
+    return {
+        "rps": plain.requests_per_s,
+        "cpu_us": cpu / plain.requests * 1e6 if pid else float("nan"),
+        "stream_rps": streamed.requests_per_s,
+        "p50_ms": single.p50_ms,
+        "p99_ms": single.p99_ms,
+        "errors": plain.errors + streamed.errors + single.errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
+    args = parser.parse_args()
+
+    nginx = Nginx(cpu=0)
+    workdir = Path(tempfile.mkdtemp(prefix="llmops-bench-"))
+    results: dict[str, list[dict[str, float]]] = {
+        "direct": [],
+        "minimal aiohttp proxy": [],
+        "llmops router": [],
+    }
+    try:
+        for run in range(args.runs):
+            for name in results:
+                process = None
+                if name == "direct":
+                    url, pid = nginx.url, None
+                else:
+                    process, port = (
+                        start_minimal(nginx.url)
+                        if name.startswith("minimal")
+                        else start_llmops(nginx.url, workdir)
+                    )
+                    url, pid = f"http://127.0.0.1:{port}", process.pid
+                    time.sleep(0.5)
+                try:
+                    results[name].append(measure(url, pid, args.seconds))
+                finally:
+                    if process is not None:
+                        process.terminate()
+                        process.wait()
+                print(f"run {run + 1} {name}: {results[name][-1]}", flush=True)
+    finally:
+        nginx.stop()
+    table = render(results, args)
+    print(table)
+    if args.write:
+        write_section("Router throughput (issue 8)", table)
+
+
+def render(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> str:
+    def m(name: str, key: str) -> float:
+        return median([r[key] for r in results[name]])
+
+    base = m("minimal aiohttp proxy", "rps")
+    base_stream = m("minimal aiohttp proxy", "stream_rps")
+    direct_p50 = m("direct", "p50_ms")
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"nginx + wrk on core 0, the proxy alone on core 1; medians of {args.runs} interleaved runs of {args.seconds:g} s.",
+        f"Command: `python benchmarks/router_throughput.py --runs {args.runs} --seconds {args.seconds:g} --write`",
+        "",
+        "| proxy (one core) | non-streaming req/s @64 | vs minimal | streaming req/s @64 (64 chunks) | vs minimal | CPU µs/request | p50 ms @1 | p99 ms @1 | added p50 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in results:
+        lines.append(
+            f"| {name} | {m(name, 'rps'):,.0f} | {m(name, 'rps') / base:.2f}x | {m(name, 'stream_rps'):,.0f} | "
+            f"{m(name, 'stream_rps') / base_stream:.2f}x | {m(name, 'cpu_us'):.0f} | {m(name, 'p50_ms'):.3f} | "
+            f"{m(name, 'p99_ms'):.3f} | {m(name, 'p50_ms') - direct_p50:.3f} | {sum(r['errors'] for r in results[name]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the ``## title`` section of BENCHMARKS.md."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    header = f"## {title}"
+    stamp = time.strftime("%Y-%m-%d")
+    section = f"{header}\n\nRecorded {stamp}.\n\n{body}\n"
+    if header in text:
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
