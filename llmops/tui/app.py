@@ -128,6 +128,7 @@ class DashboardApp(App[None]):
         except DashboardError as exc:
             if not self.paused:
                 self.health.failed(time.time(), str(exc))
+                self.history.record_gap()
         else:
             if not self.paused:
                 self.health.succeeded(snapshot.received_at)

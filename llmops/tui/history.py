@@ -14,6 +14,8 @@ from llmops.tui.snapshot import BackendStatus, StatusSnapshot
 
 HISTORY_SAMPLES = 600  # ten minutes at the default 1 s interval
 ERRORS_KEPT = 20
+# Per-backend req/s spans a few polls: counts of whole requests over one second are too jumpy.
+RATE_WINDOW_S = 5.0
 
 
 def rate_per_s(before: int | None, after: int | None, elapsed_s: float) -> float | None:
@@ -31,6 +33,21 @@ class BackendHistory:
     ttft_p50_ms: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
     # (first seen, message) each time last_error changed to a new non-empty value.
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
+    # (received at, requests counter) of the polls inside the rate window.
+    counts: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def windowed_rps(self, now: float, requests: int | None) -> float | None:
+        """Requests/s from the oldest reading at most RATE_WINDOW_S old to this one."""
+        if requests is None:
+            self.counts.clear()
+            return None
+        if self.counts and requests < self.counts[-1][1]:
+            self.counts.clear()  # the counter went back: the router restarted
+        self.counts.append((now, requests))
+        while len(self.counts) > 2 and now - self.counts[1][0] >= RATE_WINDOW_S:
+            self.counts.popleft()
+        then, before = self.counts[0]
+        return rate_per_s(before, requests, now - then)
 
     @property
     def last_rps(self) -> float | None:
@@ -67,29 +84,32 @@ class FleetHistory:
             previous.totals.errors if previous else None, snapshot.totals.errors, elapsed_s
         )
         for backend in snapshot.backends:
-            self._record_backend(backend, previous, elapsed_s, snapshot.received_at)
+            self._record_backend(backend, previous, snapshot.received_at)
         # Backends removed by a reload take their history with them.
         current = {b.id for b in snapshot.backends}
         for gone in self.backends.keys() - current:
             del self.backends[gone]
         self.latest = snapshot
 
+    def record_gap(self) -> None:
+        """A failed poll: a blank column in every sparkline, so outages show as gaps."""
+        self.total_rps.append(None)
+        self.total_ttft_p50_ms.append(None)
+        for history in self.backends.values():
+            history.rps.append(None)
+            history.ttft_p50_ms.append(None)
+
     def backend_rps(self, backend_id: str) -> float | None:
         history = self.backends.get(backend_id)
         return history.last_rps if history else None
 
     def _record_backend(
-        self,
-        backend: BackendStatus,
-        previous: StatusSnapshot | None,
-        elapsed_s: float,
-        now: float,
+        self, backend: BackendStatus, previous: StatusSnapshot | None, now: float
     ) -> None:
         history = self.backends.setdefault(backend.id, _new_backend_history(self.samples))
-        before = previous.backend(backend.id) if previous else None
-        history.rps.append(
-            rate_per_s(before.requests if before else None, backend.requests, elapsed_s)
-        )
+        if previous is None:
+            history.counts.clear()  # first poll, or the router restarted
+        history.rps.append(history.windowed_rps(now, backend.requests))
         history.ttft_p50_ms.append(backend.ttft_ms.p50)
         if backend.last_error and (
             not history.errors or history.errors[-1][1] != backend.last_error

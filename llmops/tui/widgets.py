@@ -146,7 +146,11 @@ def event_lines(events: Sequence[RouterEvent], limit: int) -> Text:
                 LEVEL_STYLES.get(event.level, ""),
             ),
             " ",
-            (f"{event.backend} " if event.backend else "", "bold"),
+            # Router messages often name the backend already; once is enough in a narrow pane.
+            (
+                f"{event.backend} " if event.backend and event.backend not in event.message else "",
+                "bold",
+            ),
             event.message,
         )
         lines.append(line)

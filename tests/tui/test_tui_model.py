@@ -323,3 +323,32 @@ def test_number_formats() -> None:
     assert text.clock(1795305661.0) == "00:01:01"
     assert text.short_url("https://h:1/v1/") == "h:1"
     assert text.one_line("a\n  b  c", 4) == "a b…"
+
+
+def test_backend_rate_is_averaged_over_the_rate_window() -> None:
+    history = FleetHistory()
+    requests = 0
+    for second in range(12):
+        requests += 50 if second == 10 else 10  # a burst of 50 in one second
+        history.record(
+            parse_status(
+                {"version": 1, "backends": [{"id": "a", "requests": requests}]},
+                received_at=float(second),
+            )
+        )
+    rates = list(history.backends["a"].rps)
+    assert rates[0] is None and rates[1] == 10.0 and rates[9] == 10.0
+    # The burst is spread over the 5 s window instead of showing 50 then 10.
+    assert rates[10] == pytest.approx((40 + 50) / 5)
+    assert rates[11] == pytest.approx((30 + 50 + 10) / 5)
+    assert len(history.backends["a"].counts) <= 7
+
+
+def test_failed_polls_leave_gaps_in_every_series() -> None:
+    history = FleetHistory()
+    history.record(fleet(received_at=1.0))
+    history.record_gap()
+    history.record(fleet(received_at=3.0))
+    assert list(history.total_rps) == [42.7, None, 42.7]
+    assert list(history.backends["qwen3-30b-0"].ttft_p50_ms) == [104.0, None, 104.0]
+    assert text.spark([1.0, None, 2.0], 5) == "  ▅ █"
