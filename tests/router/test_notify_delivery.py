@@ -1,0 +1,311 @@
+"""Webhooks end to end: a real router in front of real sims posting to real local receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import StartRouter, StartSim, router_config
+from tests.router.notify_receivers import (
+    FAST_HEALTH,
+    TOKEN_PATH,
+    TOKEN_QUERY,
+    Delivery,
+    Receiver,
+    closed_port_url,
+    started_receiver,
+)
+
+StartReceiver = Callable[..., Awaitable[Receiver]]
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.fixture
+async def start_receiver() -> AsyncIterator[StartReceiver]:
+    """``receiver = await start_receiver(status=500)``: real receivers, stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield functools.partial(started_receiver, stack)
+
+
+def generic_events(deliveries: list[Delivery]) -> list[dict[str, Any]]:
+    return [event for d in deliveries for event in d.body["events"]]
+
+
+def chat_text(fmt: str, body: dict[str, Any]) -> str:
+    if fmt == "slack":
+        return str(body["text"])
+    if fmt == "wecom":
+        assert body["msgtype"] == "markdown"
+        return str(body["markdown"]["content"])
+    assert body["msg_type"] == "text"
+    return str(body["content"]["text"])
+
+
+async def test_each_format_reports_a_real_health_change(
+    start_sim: StartSim, start_router: StartRouter, start_receiver: StartReceiver
+) -> None:
+    sim = await start_sim(model="m")
+    formats = ["generic", "slack", "wecom", "feishu"]
+    receivers = {fmt: await start_receiver() for fmt in formats}
+    webhooks = [{"url": receivers[f].url, "format": f, "min_interval": 0} for f in formats]
+    await start_router(
+        router_config(
+            [("m", sim.url)],
+            health_check=FAST_HEALTH,
+            notify={"webhooks": webhooks, "batch_window": 0.1},
+        )
+    )
+    backend_id = f"m@{sim.url.removeprefix('http://')}"
+
+    sim.set_mode("hang")
+    for fmt in formats:
+        await receivers[fmt].wait_for(lambda ds: len(ds) >= 1)
+    sim.set_mode("ok")
+    for fmt in formats:
+        await receivers[fmt].wait_for(lambda ds: len(ds) >= 2)
+
+    for fmt, receiver in receivers.items():
+        down, up = receiver.deliveries[:2]
+        for delivery in (down, up):
+            assert (
+                delivery.path_qs == f"{TOKEN_PATH}?{TOKEN_QUERY}"
+            )  # the URL exactly as configured
+            assert delivery.headers["Content-Type"] == "application/json"
+        if fmt == "generic":
+            assert down.body["source"] == "llmops"
+            [event] = down.body["events"]
+            assert (event["kind"], event["level"], event["backend"]) == (
+                "unhealthy",
+                "error",
+                backend_id,
+            )
+            assert backend_id in event["message"]
+            assert [e["kind"] for e in up.body["events"]] == ["recovered"]
+            continue
+        down_text, up_text = chat_text(fmt, down.body), chat_text(fmt, up.body)
+        assert down_text.startswith(
+            {"slack": "*llmops router on ", "wecom": "**llmops router on ", "feishu": "llmops"}[fmt]
+        )
+        assert f"{backend_id} is unhealthy" in down_text
+        assert "unhealthy" in down_text and "recovered" not in down_text
+        assert f"{backend_id} is healthy again" in up_text
+
+
+async def test_drains_within_the_window_arrive_in_one_delivery(
+    start_sim: StartSim,
+    start_router: StartRouter,
+    start_receiver: StartReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    sims = [await start_sim(model="m") for _ in range(3)]
+    receiver = await start_receiver()
+    url = await start_router(
+        router_config(
+            [("m", s.url) for s in sims],
+            notify={"webhooks": [{"url": receiver.url}], "batch_window": 1.0},
+        )
+    )
+    ids = [f"m@{s.url.removeprefix('http://')}" for s in sims]
+    for backend_id in ids:
+        async with http.post(f"{url}/admin/backends/{backend_id}/drain") as response:
+            assert response.status == 200
+
+    [delivery] = await receiver.wait_for(lambda ds: len(ds) >= 1)
+    events = delivery.body["events"]
+    assert [(e["kind"], e["backend"]) for e in events] == [("drained", i) for i in ids]
+    await asyncio.sleep(1.2)  # past another window: nothing else was sent
+    assert len(receiver.deliveries) == 1
+
+
+async def test_a_flapping_backend_is_summarized_not_dropped(
+    start_sim: StartSim,
+    start_router: StartRouter,
+    start_receiver: StartReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    sim = await start_sim(model="m")
+    receiver = await start_receiver()
+    url = await start_router(
+        router_config(
+            [("m", sim.url)],
+            health_check=FAST_HEALTH,
+            notify={
+                "webhooks": [{"url": receiver.url, "min_interval": 2.5, "events": ["unhealthy"]}],
+                "batch_window": 0.2,
+            },
+        )
+    )
+    flaps = 4
+    for _ in range(flaps):
+        sim.set_mode("hang")
+        await asyncio.sleep(0.4)
+        sim.set_mode("ok")
+        await asyncio.sleep(0.4)
+    async with http.get(f"{url}/status") as response:
+        recorded = [e for e in (await response.json())["events"] if "is unhealthy" in e["message"]]
+    assert len(recorded) == flaps
+
+    def reported(deliveries: list[Delivery]) -> int:
+        events = generic_events(deliveries)
+        return sum(1 for e in events if e["kind"] == "unhealthy") + sum(
+            e["counts"].get("unhealthy", 0) for e in events if e["kind"] == "repeated"
+        )
+
+    deliveries = await receiver.wait_for(lambda ds: reported(ds) >= flaps)
+    events = generic_events(deliveries)
+    assert reported(deliveries) == flaps  # every flap accounted for, none twice
+    assert [e["kind"] for e in events] == ["unhealthy", "repeated"]
+    summary = events[1]
+    assert summary["counts"] == {"unhealthy": flaps - 1}
+    assert re.search(rf"unhealthy {flaps - 1} more times in the last \d+ s", summary["message"])
+    # The summary waited for the cool-down, counted from the first delivery.
+    assert deliveries[1].at - deliveries[0].at >= 2.5 - 0.05
+
+
+async def test_failing_receivers_are_logged_once_and_never_touch_requests(
+    start_sim: StartSim,
+    start_router: StartRouter,
+    start_receiver: StartReceiver,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="llmops.router.notify")
+    sims = [await start_sim(model="m", ttft_ms=1, itl_ms=1) for _ in range(2)]
+    failing = await start_receiver(status=500, answer=b"boom")
+    hanging = await start_receiver(hang=True)
+    dead_url = closed_port_url()
+    url = await start_router(
+        router_config(
+            [("m", s.url) for s in sims],
+            notify={
+                "webhooks": [
+                    {"url": failing.url, "min_interval": 0},
+                    {"url": hanging.url, "format": "slack", "min_interval": 0},
+                    {"url": dead_url, "format": "wecom", "min_interval": 0},
+                ],
+                "batch_window": 0,
+                "timeout": 0.3,
+            },
+        )
+    )
+    backend_id = f"m@{sims[0].url.removeprefix('http://')}"
+
+    async def one_request() -> int:
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT) as response:
+            await response.read()
+            return response.status
+
+    statuses: list[int] = []
+    for action in ("drain", "undrain", "drain"):
+        attempts = failing.attempts
+        async with http.post(f"{url}/admin/backends/{backend_id}/{action}") as response:
+            assert response.status == 200
+        statuses += await asyncio.gather(*(one_request() for _ in range(10)))
+        # One failed delivery (tried twice) per event: each event is its own batch.
+        await failing.wait_for(lambda ds, before=attempts: failing.attempts >= before + 2)
+    assert statuses == [200] * 30
+
+    await hanging.wait_for(lambda ds: hanging.attempts >= 6)  # 3 deliveries, each retried
+    failing_host, hanging_host, dead_host = (
+        u.split(TOKEN_PATH)[0] for u in (failing.url, hanging.url, dead_url)
+    )
+    warnings = await logged(caplog, logging.WARNING, lambda ms: len(ms) >= 3)
+    problems = {
+        failing_host: "HTTP 500: boom",
+        hanging_host: "no answer within 0.3s",
+        dead_host: "ClientConnectorError: Cannot connect to host",
+    }
+    assert len(warnings) == 3
+    for host, problem in problems.items():
+        [warning] = [w for w in warnings if w.startswith(f"webhook {host}: ")]
+        assert warning.startswith(f"webhook {host}: delivery failed ({problem}")
+        assert warning.endswith("; further failures are not logged until a delivery succeeds")
+    assert all("T0KEN" not in r.getMessage() for r in caplog.records)  # URLs hold tokens
+
+    failing.status = 200
+    async with http.post(f"{url}/admin/backends/{backend_id}/undrain") as response:
+        assert response.status == 200
+    infos = await logged(caplog, logging.INFO, lambda ms: len(ms) >= 1)
+    assert infos == [f"webhook {failing_host}: delivered again after 3 failed deliveries"]
+    [delivery] = failing.deliveries
+    assert [e["kind"] for e in delivery.body["events"]] == ["undrained"]
+
+
+async def logged(
+    caplog: pytest.LogCaptureFixture, level: int, enough: Callable[[list[str]], bool]
+) -> list[str]:
+    """The notifier's log messages at ``level``, once there are ``enough`` (it logs after I/O)."""
+    async with asyncio.timeout(10):
+        while True:
+            messages = [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "llmops.router.notify" and r.levelno == level
+            ]
+            if enough(messages):
+                return messages
+            await asyncio.sleep(0.05)
+
+
+async def test_periodic_report_counts_traffic_since_the_last_report(
+    start_sim: StartSim,
+    start_router: StartRouter,
+    start_receiver: StartReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    sim_a = await start_sim(model="a", ttft_ms=1, itl_ms=1)
+    sim_b = await start_sim(model="b", ttft_ms=1, itl_ms=1, fail_rate=1.0)
+    generic, slack = await start_receiver(), await start_receiver()
+    url = await start_router(
+        router_config(
+            [("a", sim_a.url), ("b", sim_b.url)],
+            routing={"num_retries": 0},
+            circuit_breaker={"failure_threshold": 100},
+            notify={
+                "webhooks": [
+                    {"url": generic.url, "events": ["report"]},
+                    {"url": slack.url, "format": "slack", "events": ["report"]},
+                ],
+                "report_interval": 1.0,
+            },
+        )
+    )
+    await generic.wait_for(lambda ds: len(ds) >= 1)  # a period boundary
+
+    async def one_request(model: str) -> int:
+        async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": model}) as r:
+            await r.read()
+            return r.status
+
+    statuses = await asyncio.gather(
+        *(one_request("a") for _ in range(5)), *(one_request("b") for _ in range(2))
+    )
+    assert sorted(statuses) == [200] * 5 + [500] * 2
+    deliveries = await generic.wait_for(lambda ds: len(ds) >= 3)
+
+    def numbers(delivery: Delivery) -> dict[str, tuple[int, int, int, str]]:
+        [report] = delivery.body["events"]
+        assert report["kind"] == "report"
+        return {
+            row["model"]: (row["requests"], row["errors"], row["in_flight"], row["state"])
+            for row in report["backends"]
+        }
+
+    assert numbers(deliveries[1]) == {"a": (5, 0, 0, "healthy"), "b": (2, 2, 0, "healthy")}
+    assert numbers(deliveries[2]) == {"a": (0, 0, 0, "healthy"), "b": (0, 0, 0, "healthy")}
+    models = {m["model"]: m for m in deliveries[1].body["events"][0]["models"]}
+    assert (models["b"]["requests"], models["b"]["errors"], models["b"]["healthy"]) == (2, 2, 1)
+
+    slack_deliveries = await slack.wait_for(lambda ds: len(ds) >= 2)
+    text = slack_deliveries[1].body["text"]
+    assert "*Traffic report, last 1 s" in text
+    assert "*b*: 2 requests" in text and "2 errors (100.0%)" in text
