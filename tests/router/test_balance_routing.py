@@ -1,0 +1,119 @@
+"""Balancing through a real router: least-load against a slow sim, session stickiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from tests.conftest import StartRouter, StartSim, router_config
+
+STREAM = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "tell me a story"}],
+    "max_tokens": 16,
+    "ignore_eos": True,
+    "stream": True,
+}
+
+
+async def sim_requests(http: aiohttp.ClientSession, sim_url: str) -> int:
+    async with http.get(f"{sim_url}/sim/stats") as response:
+        return int((await response.json())["requests"])
+
+
+@dataclass
+class LoadResult:
+    ttft_s: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+
+    @property
+    def mean_ttft_s(self) -> float:
+        return sum(self.ttft_s) / len(self.ttft_s)
+
+
+async def closed_loop(
+    http: aiohttp.ClientSession, url: str, clients: int, duration_s: float
+) -> LoadResult:
+    """``clients`` streams back to back for ``duration_s``, recording time to first chunk."""
+    result = LoadResult()
+    stop_at = time.monotonic() + duration_s
+
+    async def client() -> None:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            async with http.post(f"{url}/v1/chat/completions", json=STREAM) as response:
+                result.statuses.append(response.status)
+                await response.content.readany()
+                result.ttft_s.append(time.monotonic() - started)
+                await response.read()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return result
+
+
+async def test_least_load_sends_less_to_a_3x_slower_sim_than_simple_shuffle(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    fast = [await start_sim(model="m", ttft_ms=20, itl_ms=8, max_num_seqs=4) for _ in range(2)]
+    slow = await start_sim(model="m", ttft_ms=20, itl_ms=24, max_num_seqs=4)
+    sims = [*fast, slow]
+    shares: dict[str, float] = {}
+    ttft: dict[str, float] = {}
+    for strategy in ("simple-shuffle", "least-load"):
+        url = await start_router(
+            router_config(
+                [("m", s.url) for s in sims],
+                routing={"strategy": strategy},
+                scrape={"interval": 0.2},
+            )
+        )
+        before = [await sim_requests(http, s.url) for s in sims]
+        result = await closed_loop(http, url, clients=12, duration_s=2.0)
+        after = [await sim_requests(http, s.url) for s in sims]
+        counts = [b - a for a, b in zip(before, after, strict=True)]
+        assert set(result.statuses) == {200}
+        shares[strategy] = counts[2] / (sum(counts[:2]) / 2)  # slow vs the mean fast sim
+        ttft[strategy] = result.mean_ttft_s
+    # Shuffle spreads requests evenly by count; least-load sees the slow sim's queue.
+    assert shares["simple-shuffle"] > 0.75
+    assert shares["least-load"] < 0.6 * shares["simple-shuffle"], shares
+    assert ttft["least-load"] < ttft["simple-shuffle"], ttft
+
+
+async def test_session_requests_stick_and_move_when_their_backend_is_drained(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    sims = [await start_sim(model="m", ttft_ms=1, itl_ms=1) for _ in range(3)]
+    url = await start_router(router_config([("m", s.url) for s in sims]))
+    body = {**STREAM, "stream": False, "max_tokens": 2}
+
+    async def send(n: int, session: str | None = None, user: str | None = None) -> list[int]:
+        before = [await sim_requests(http, s.url) for s in sims]
+        headers = {"x-session-id": session} if session else {}
+        payload = {**body, "user": user} if user else body
+        for _ in range(n):
+            async with http.post(
+                f"{url}/v1/chat/completions", json=payload, headers=headers
+            ) as response:
+                assert response.status == 200
+        return [
+            b - a
+            for a, b in zip(before, [await sim_requests(http, s.url) for s in sims], strict=True)
+        ]
+
+    counts = await send(12, session="conversation-1")
+    assert sorted(counts) == [0, 0, 12]
+    pinned = counts.index(12)
+    pinned_id = f"m@{sims[pinned].url.removeprefix('http://')}"
+    async with http.post(f"{url}/admin/backends/{pinned_id}/drain") as response:
+        assert response.status == 200
+    moved = await send(12, session="conversation-1")
+    assert moved[pinned] == 0 and sorted(moved) == [0, 0, 12]
+
+    by_user = await send(8, user="alice")  # the OpenAI ``user`` field is a session key too
+    assert sorted(by_user) == [0, 0, 8]
+    spread = await send(30)  # no session: spread over the two routable sims
+    assert spread[pinned] == 0 and all(c > 0 for i, c in enumerate(spread) if i != pinned)
