@@ -114,6 +114,7 @@ def run(
         for conn, worker_blocks in zip(conns, blocks, strict=True):
             for block in worker_blocks:
                 conn.send(("block", block))
+        _wait_ready(conns)
         t0 = time.perf_counter() + START_MARGIN_S
         for conn in conns:
             conn.send(("go", t0))
@@ -145,6 +146,27 @@ def run(
         options, model, records, healths, scheduled_rate=scheduled_rate, interrupted=interrupted
     )
     return RunOutcome(result, records)
+
+
+def _wait_ready(conns: list[Connection]) -> None:
+    """Block until every worker has finished importing (spawn start-up takes a while)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = set(conns)
+    while pending:
+        remaining = deadline - time.monotonic()
+        ready = wait(list(pending), timeout=max(remaining, 0))
+        if not ready:
+            raise BenchError(
+                f"{len(pending)} worker(s) did not start within {READY_TIMEOUT_S:.0f} s"
+            )
+        for conn in ready:
+            assert isinstance(conn, Connection)
+            try:
+                message = conn.recv()
+            except EOFError:
+                raise BenchError("a worker exited while starting; see stderr") from None
+            if message[0] == "ready":
+                pending.discard(conn)
 
 
 def _collect(

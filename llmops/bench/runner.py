@@ -50,7 +50,8 @@ def _ui(options: BenchOptions) -> Iterator[Callable[[LiveState], None]]:
         with Live(console=Console(), refresh_per_second=4, transient=False) as live:
             yield lambda state: live.update(state.table())
     elif options.ui == "plain":
-        last = [time.monotonic()]
+        # The first snapshot prints at once: a log shows the run started.
+        last = [time.monotonic() - PLAIN_INTERVAL_S]
 
         def plain(state: LiveState) -> None:
             now = time.monotonic()

@@ -1,8 +1,8 @@
 """A worker process: one uvloop, one ClientSession, its share of the schedule.
 
 Protocol over its pipe (coordinator → worker): ``("block", offsets)`` … ``("go", t0)``, later
-maybe ``("stop",)``. Worker → coordinator: ``("ready",)``, a ``Snapshot`` every
-``SNAPSHOT_INTERVAL_S``, and finally ``("done", RequestRecords, WorkerHealth)``.
+maybe ``("stop",)``. Worker → coordinator: ``("ready",)`` once its imports are done, a
+``Snapshot`` every ``SNAPSHOT_INTERVAL_S``, and finally ``("done", RequestRecords, WorkerHealth)``.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the coordinator decides, via ("stop",).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_open_file_limit()
+    import uvloop
+
+    plan.bodies.prepare()
+    # Imports are done: from here on, starting is cheap, so t0 can be near.
+    conn.send(("ready",))
     offsets: array[float] = array("d")
     while True:
         message = conn.recv()
@@ -103,8 +108,6 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
         else:  # stopped before the start
             conn.send(("done", RequestRecords(), WorkerHealth(plan.worker_id, stopped=True)))
             return
-    import uvloop
-
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         records, health = runner.run(_Worker(plan, conn, t0, offsets).run())
     conn.send(("done", records, health))

@@ -38,6 +38,9 @@ class Prompt:
 class BodySource:
     """Request bodies by global request index; picklable, so a worker builds its own."""
 
+    def prepare(self) -> None:
+        """Do the expensive set-up now, before the run starts, not on the first request."""
+
     def body(self, index: int) -> tuple[bytes, int]:
         """The JSON body of request ``index`` and its input length in words."""
         raise NotImplementedError
@@ -75,6 +78,9 @@ class RandomBodies(BodySource):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.options, self.model = state["options"], state["model"]
         self._corpus, self._prefix = [], ""
+
+    def prepare(self) -> None:
+        self._build()
 
     def body(self, index: int) -> tuple[bytes, int]:
         corpus = self._corpus or self._build()
