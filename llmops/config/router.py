@@ -19,17 +19,50 @@ DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class ServerTLSConfig:
+    """The certificate chain and key the router serves HTTPS with (paths as in ``${file:}``)."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = field(default=DEFAULT_PORT, metadata={"check": port_number})
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"check": positive})
     shutdown_timeout: float = field(default=30.0, metadata={"check": non_negative})  # seconds
+    # Open client connections; past it a new connection gets one 503 and is closed.
+    max_connections: int = field(default=16384, metadata={"check": positive})
+    # Seconds a connection has to send a complete request head, from its opening or its
+    # previous response (also how long an idle keep-alive connection stays open).
+    header_timeout: float = field(default=30.0, metadata={"check": positive})
+    body_timeout: float = field(default=60.0, metadata={"check": positive})  # whole body, s
+    max_header_bytes: int = field(default=8190, metadata={"check": positive})  # per line
+    max_headers: int = field(default=100, metadata={"check": positive})
+    tls: ServerTLSConfig | None = None
+
+
+@dataclass(frozen=True)
+class ScopedToken:
+    """An inference token good only for ``models`` (other models answer 404)."""
+
+    token: str = field(repr=False)
+    models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class AuthConfig:
-    tokens: tuple[str, ...] = ()
-    admin_tokens: tuple[str, ...] = ()
+    tokens: tuple[str | ScopedToken, ...] = field(default=(), repr=False)
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class UpstreamTLSConfig:
+    """How HTTPS backends are verified: the system CAs, or ``ca_bundle`` (a PEM file)."""
+
+    ca_bundle: str | None = None
+    verify: bool = True  # false accepts any certificate: only by explicit choice
 
 
 @dataclass(frozen=True)
@@ -197,6 +230,7 @@ class RouterConfig:
     model_list: tuple[ModelEntry, ...] = ()
     backends: BackendFilesConfig | None = None
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    upstream_tls: UpstreamTLSConfig = field(default_factory=UpstreamTLSConfig)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,11 @@ import orjson
 from aiohttp import web
 
 from llmops.config import LoadedConfig, load_router_config
+from llmops.config.secrets_check import secrets_warnings
 from llmops.errors import RouterError
+from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
 from llmops.router.events import EventKind
+from llmops.router.guard import GuardedSite, admin_refusal, protocol_options
 from llmops.router.health import admit_new_backends, run_health_checks
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
@@ -24,6 +27,7 @@ from llmops.router.reload import ConfigWatcher
 from llmops.router.scrape import EngineScraper
 from llmops.router.state import RouterState
 from llmops.router.status import build_status
+from llmops.router.tls import server_ssl_context, tls_warnings, upstream_ssl_context
 
 log = logging.getLogger("llmops.router")
 
@@ -60,7 +64,12 @@ def _router_lifetime(
     loaded: LoadedConfig, config_path: Path
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            keepalive_timeout=60,
+            ttl_dns_cache=300,
+            ssl=upstream_ssl_context(loaded.config.upstream_tls, config_path.parent),
+        )
         session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -107,8 +116,12 @@ async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamR
 
 def _inference(handler: _Handler) -> _Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        if not request.app[ROUTER].inference_tokens.accepts(request.headers.get("Authorization")):
+        tokens = request.app[ROUTER].inference_tokens
+        allowed = tokens.allowed_models(request.headers.get("Authorization"))
+        if allowed is None:
             return json_error(401, "invalid or missing API key", "invalid_api_key")
+        if allowed is not EVERY_MODEL:
+            request[ALLOWED_MODELS] = allowed
         return await handler(request)
 
     return checked
@@ -116,8 +129,17 @@ def _inference(handler: _Handler) -> _Handler:
 
 def _admin(handler: _Handler) -> _Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        if not request.app[ROUTER].admin_tokens.accepts(request.headers.get("Authorization")):
+        tokens = request.app[ROUTER].admin_tokens
+        refusal = admin_refusal(
+            request.remote,
+            not tokens.open,
+            tokens.accepts(request.headers.get("Authorization")),
+        )
+        if refusal == "unauthorized":
             return json_error(401, "this endpoint needs an admin token", "invalid_admin_token")
+        if refusal == "forbidden":
+            message = "admin endpoints answer only loopback clients when no admin_tokens are set"
+            return json_error(403, message, "admin_forbidden")
         return await handler(request)
 
     return checked
@@ -145,7 +167,8 @@ async def _ready(request: web.Request) -> web.Response:
 
 
 async def _list_models(request: web.Request) -> web.Response:
-    models = request.app[ROUTER].snapshot.models
+    allowed = request.get(ALLOWED_MODELS, EVERY_MODEL)
+    models = [m for m in request.app[ROUTER].snapshot.models if m in allowed]
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "llmops"} for m in models]
     return _json({"object": "list", "data": data})
 
@@ -218,15 +241,29 @@ async def running_router(
 ) -> AsyncIterator[web.AppRunner]:
     """Start the router for ``config_path``; stopping it lets in-flight requests finish."""
     loaded = load_router_config(config_path)
+    for warning in (*secrets_warnings(loaded.files), *tls_warnings(loaded.config)):
+        log.warning("%s", warning)
     app = build_app(loaded, Path(config_path))
     server = loaded.config.server
+    ssl_context = server_ssl_context(server.tls, Path(config_path).parent)
     runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=server.shutdown_timeout
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=server.shutdown_timeout,
+        **protocol_options(server),
     )
     await runner.setup()
     bind_host = host if host is not None else server.host
     bind_port = port if port is not None else server.port
-    site = web.TCPSite(runner, bind_host, bind_port, backlog=4096)
+    site = GuardedSite(
+        runner,
+        bind_host,
+        bind_port,
+        max_connections=server.max_connections,
+        ssl_context=ssl_context,
+        backlog=4096,
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -243,7 +280,8 @@ async def running_router(
 
 def router_url(runner: web.AppRunner) -> str:
     host, port = runner.addresses[0][:2]
-    return f"http://{host}:{port}"
+    scheme = "https" if runner.app[ROUTER].config.server.tls is not None else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 async def serve(config_path: str | Path, host: str | None, port: int | None) -> None:

@@ -21,6 +21,7 @@ from multidict import CIMultiDict, istr
 
 from llmops.openai import DONE_EVENT, error_json, sse_event, usage_from_body
 from llmops.router.accounting import finish_exchange
+from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_failure, record_success
 from llmops.router.exchange import Exchange
@@ -67,10 +68,16 @@ def json_error(
     )
 
 
-async def read_body(request: web.Request) -> bytes | web.Response:
-    """The request body, or an error response if it is too large (checked while reading)."""
+async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes | web.Response:
+    """The request body, or an error response if it is too large or too slow to arrive."""
     try:
-        return await request.read()
+        if timeout_s is None or request.content.is_eof():  # all of it is in: no timer needed
+            return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        message = f"request body not received within {timeout_s:g} s"
+        return json_error(408, message, "body_timeout", {"Connection": "close"})
     except web.HTTPRequestEntityTooLarge:
         return json_error(
             413,
@@ -97,7 +104,7 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], str] | web.Response:
 
 async def proxy_request(request: web.Request, router: RouterState) -> web.StreamResponse:
     """Forward one OpenAI API request to a backend of its model."""
-    body = await read_body(request)
+    body = await read_body(request, router.config.server.body_timeout)
     if isinstance(body, web.Response):
         return body
     parsed_or_error = parse_request(body)
@@ -105,7 +112,8 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
         return parsed_or_error
     parsed, model = parsed_or_error
     candidates = router.snapshot.by_model.get(model)
-    if not candidates:
+    # A token limited to other models learns nothing about this one: the same 404.
+    if not candidates or model not in request.get(ALLOWED_MODELS, EVERY_MODEL):
         return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
 
     headers = CIMultiDict(

@@ -63,7 +63,8 @@ class RouterState:
             self.affinity = Affinity(config.routing)  # new routing settings: bindings start afresh
         self.limits.configure(config.limits)
         # An admin token is good for inference too; no inference tokens = open.
-        self.inference_tokens = TokenSet((*auth.tokens, *auth.admin_tokens) if auth.tokens else ())
+        scoped = (t if isinstance(t, str) else (t.token, frozenset(t.models)) for t in auth.tokens)
+        self.inference_tokens = TokenSet((*scoped, *auth.admin_tokens) if auth.tokens else ())
         self.admin_tokens = TokenSet(auth.admin_tokens)
         self.client_timeout = aiohttp.ClientTimeout(sock_connect=config.timeouts.connect)
         self.watchdog.idle_s = config.timeouts.idle

@@ -1,0 +1,158 @@
+"""Protection at the connection level: who may use admin endpoints, and how many connections,
+how slow and how large a request head may be before the router stops listening to a client.
+
+``admin_refusal`` is a pure function of the peer address and the config; ``GuardedSite``
+is aiohttp's ``TCPSite`` with a connection cap in front of the request handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from typing import Any, Literal
+
+from aiohttp import web
+
+from llmops.config.router import ServerConfig
+from llmops.openai import error_json
+
+AdminRefusal = Literal["unauthorized", "forbidden"]
+
+_BUSY_BODY = error_json(
+    503, "the router has too many open connections; retry shortly", "too_many_connections"
+)
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
+_REFUSAL_LINGER_S = 1.0  # read (and drop) what the client still sends, so it sees the 503
+_MAX_HEAD_BYTES = 65536
+
+
+def is_loopback(peer: str | None) -> bool:
+    """Whether ``peer`` (an IP address as aiohttp reports it) is this machine's loopback."""
+    if not peer:
+        return False  # unknown peer: never trusted
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def admin_refusal(
+    peer: str | None, admin_tokens_configured: bool, token_accepted: bool
+) -> AdminRefusal | None:
+    """Why an admin request is refused, or None when it may go on.
+
+    With admin tokens configured the token decides, wherever the client is; without any,
+    only a loopback client gets in (an unprotected router must not be managed from afar).
+    """
+    if admin_tokens_configured:
+        return None if token_accepted else "unauthorized"
+    return None if is_loopback(peer) else "forbidden"
+
+
+def protocol_options(server: ServerConfig) -> dict[str, Any]:
+    """Options of aiohttp's request handler that bound a client's head: size, count, time.
+
+    aiohttp closes a connection whose request head is not complete ``keepalive_timeout``
+    seconds after it opened or after its previous response: that is the slowloris limit.
+    """
+    return {
+        "keepalive_timeout": server.header_timeout,
+        "max_line_size": server.max_header_bytes,
+        "max_field_size": server.max_header_bytes,
+        "max_headers": server.max_headers,
+    }
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers a connection past the cap with one 503 once its request head is in, then closes.
+
+    Waiting for the head (briefly) and lingering after the answer keeps the kernel from
+    resetting the connection before the client has read the 503.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._head = b""
+        self._answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._loop.call_later(_REFUSAL_LINGER_S, self._answer)
+        self._loop.call_later(2 * _REFUSAL_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._head += data
+        if b"\r\n\r\n" in self._head or len(self._head) > _MAX_HEAD_BYTES:
+            self._answer()
+
+    def _answer(self) -> None:
+        transport = self._transport
+        if self._answered or transport is None or transport.is_closing():
+            return
+        self._answered = True
+        self._head = b""
+        transport.write(BUSY_RESPONSE)
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # TLS cannot half-close: close once the 503 is flushed
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP (or TLS) site that refuses connections past ``max_connections`` with a 503."""
+
+    __slots__ = ("_max_connections",)
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None,
+        backlog: int,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        self._max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would listen unguarded
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        cap = self._max_connections
+
+        def guarded_protocol() -> asyncio.Protocol:
+            # The server's own table of open connections: O(1), and exactly what it serves.
+            if len(server._connections) >= cap:
+                return _Refusal(loop)
+            return server()
+
+        self._server = await loop.create_server(
+            guarded_protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self._bound_port = sockets[0].getsockname()[1]
