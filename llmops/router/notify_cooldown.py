@@ -98,7 +98,7 @@ class CoolDown:
 
     def _cooled(self, key: _Key, now: float) -> bool:
         last = self._last_sent.get(key)
-        return last is None or now - last >= self.min_interval_s
+        return last is None or now >= last + self.min_interval_s  # the same sum as next_due
 
     def _release(self, backend: str | None, now: float) -> Repeats:
         held = self._held.pop(backend)
@@ -113,7 +113,7 @@ class CoolDown:
         idle = [
             key
             for key, last in self._last_sent.items()
-            if now - last >= self.min_interval_s and key[0] not in self._held
+            if now >= last + self.min_interval_s and key[0] not in self._held
         ]
         for key in idle:
             del self._last_sent[key]
