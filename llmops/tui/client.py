@@ -21,7 +21,7 @@ REQUEST_TIMEOUT_S = 5.0
 
 def normalize_url(url: str) -> str:
     """``host:port`` or ``http://host:port/`` → ``http://host:port``; raise on anything else."""
-    candidate = url.strip().rstrip("/")
+    candidate = url.strip()
     if "://" not in candidate:
         candidate = f"http://{candidate}"
     parts = urlsplit(candidate)
@@ -31,7 +31,7 @@ def normalize_url(url: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise DashboardError(f"--url {url!r}: {exc}") from None
-    return candidate
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 class RouterClient:

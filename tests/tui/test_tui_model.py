@@ -10,6 +10,7 @@ import pytest
 
 from llmops.errors import DashboardError
 from llmops.tui import text
+from llmops.tui.client import normalize_url
 from llmops.tui.history import FleetHistory, rate_per_s
 from llmops.tui.rows import (
     COLUMNS,
@@ -352,3 +353,21 @@ def test_failed_polls_leave_gaps_in_every_series() -> None:
     assert list(history.total_rps) == [42.7, None, 42.7]
     assert list(history.backends["qwen3-30b-0"].ttft_p50_ms) == [104.0, None, 104.0]
     assert text.spark([1.0, None, 2.0], 5) == "  ▅ █"
+
+
+@pytest.mark.parametrize(
+    ("given", "normal"),
+    [
+        ("127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://router:8000/", "http://router:8000"),
+        (" https://gw.example/llm/ ", "https://gw.example/llm"),
+    ],
+)
+def test_normalize_url(given: str, normal: str) -> None:
+    assert normalize_url(given) == normal
+
+
+@pytest.mark.parametrize("bad", ["ftp://h", "http://", "http://h:99999", "http://h:x"])
+def test_normalize_url_refuses(bad: str) -> None:
+    with pytest.raises(DashboardError, match="--url"):
+        normalize_url(bad)

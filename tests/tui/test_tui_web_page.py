@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from tui_recorded_router import DASHBOARD_HTML, RecordedRouter
 
+from tests.conftest import StartRouter, StartSim, router_config
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -130,3 +132,22 @@ async def test_router_errors_show_a_clear_banner(
     assert 'class="shown"' in dom
     assert "HTTP 503: recorded failure" in dom
     assert '<form id="token-form" hidden="">' in dom
+
+
+async def test_page_served_by_the_real_router(
+    start_sim: StartSim, start_router: StartRouter, tmp_path: Path
+) -> None:
+    sims = [await start_sim(model="m", ttft_ms=5, itl_ms=2) for _ in range(2)]
+    url = await start_router(router_config([("m", s.url) for s in sims]))
+    shot = tmp_path / "router-dashboard.png"
+    dom = await run_chromium(tmp_path, f"{url}/dashboard", "--dump-dom")
+    rows = backend_rows(dom)
+    assert len(rows) == 2
+    assert all("|healthy|" in cells for cells in rows.values())
+    assert f"|127.0.0.1:{sims[0].port}|" in "".join(rows.values())
+    assert re.search(r'<path d="M[\d.]+,[\d.]+ [^"]*" stroke="var\(--accent\)"', dom)
+    assert 'class="shown"' not in dom
+    await run_chromium(tmp_path, f"{url}/dashboard", f"--screenshot={shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("LLMOPS_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["LLMOPS_KEEP_SCREENSHOT"] + ".router.png")
