@@ -58,17 +58,19 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
 
 async def test_lone_stream_ttft_and_itl_match_the_options(start_sim, http) -> None:
     sim = await start_sim(ttft_ms=100, itl_ms=20)
-    times = await token_times(http, sim.url, {**CHAT, "max_tokens": 64, "ignore_eos": True})
-    assert len(times) == 1 + 64
-    ttft_s = times[1] - times[0]
-    mean_gap_s = statistics.mean(b - a for a, b in itertools.pairwise(times[1:]))
-    # Generous bounds for a shared CI box; measured by hand: within 2% of 100 ms and 20 ms.
-    assert 0.9 < ttft_s / 0.100 < 1.3
-    assert 0.9 < mean_gap_s / 0.020 < 1.15
+    ttfts_s, mean_gaps_s = [], []
+    for _ in range(3):  # load on a shared box only ever adds delay: keep the best of three
+        times = await token_times(http, sim.url, {**CHAT, "max_tokens": 64, "ignore_eos": True})
+        assert len(times) == 1 + 64
+        ttfts_s.append(times[1] - times[0])
+        mean_gaps_s.append(statistics.mean(b - a for a, b in itertools.pairwise(times[1:])))
+    # Generous bounds for CI; measured by hand on a quiet box: within 3% of 100 ms and 20 ms.
+    assert 0.9 < min(ttfts_s) / 0.100 < 1.25
+    assert 0.9 < min(mean_gaps_s) / 0.020 < 1.15
 
 
 async def test_max_num_seqs_keeps_the_rest_waiting(start_sim, http) -> None:
-    sim = await start_sim(max_num_seqs=2, ttft_ms=10, itl_ms=10)
+    sim = await start_sim(max_num_seqs=2, ttft_ms=10, itl_ms=25)
     body = {**CHAT, "max_tokens": 30, "ignore_eos": True}
     tasks = [asyncio.create_task(token_times(http, sim.url, body)) for _ in range(4)]
 
@@ -86,13 +88,13 @@ async def test_max_num_seqs_keeps_the_rest_waiting(start_sim, http) -> None:
     assert [len(times) for times in results] == [31] * 4
     # The two that waited started only after the first two finished (~30 steps).
     first_tokens = sorted(times[1] - times[0] for times in results)
-    assert first_tokens[2] > 0.8 * 30 * 0.010
+    assert first_tokens[2] > 0.8 * 30 * 0.025
     assert (await stats(http, sim.url))["completed"] == 4
 
 
 async def test_kv_cache_limit_queues_sequences_and_reports_usage(start_sim, http) -> None:
     # Each sequence holds 3 prompt + 20 output = 23 tokens; 50 fit two at a time.
-    sim = await start_sim(kv_cache_tokens=50, ttft_ms=10, itl_ms=10)
+    sim = await start_sim(kv_cache_tokens=50, ttft_ms=10, itl_ms=30)
     body = {**CHAT, "max_tokens": 20, "ignore_eos": True}
     tasks = [asyncio.create_task(token_times(http, sim.url, body)) for _ in range(3)]
     labels = '{engine="0",model_name="sim-model"}'
@@ -180,17 +182,24 @@ async def _aborted(sim: Any, count: int) -> bool:
 
 
 async def test_one_thousand_concurrent_streams(start_sim) -> None:
-    sim = await start_sim(ttft_ms=50, itl_ms=400, max_num_seqs=2000)
+    # Stalled until all 1,000 are in, so a slow client ramp cannot let early ones finish first.
+    sim = await start_sim(ttft_ms=50, itl_ms=100, max_num_seqs=2000, mode="stall")
     body = {**CHAT, "max_tokens": 4, "ignore_eos": True}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as client:
         tasks = [asyncio.create_task(token_times(client, sim.url, body)) for _ in range(1000)]
-        await eventually(lambda: _running(sim, 1000), timeout_s=20)
+        await eventually(lambda: _waiting(sim, 1000), timeout_s=30)
+        sim.set_mode("ok")
+        await eventually(lambda: _running(sim, 1000))
         results = await asyncio.gather(*tasks)
     assert all(len(times) == 5 for times in results)
     snapshot = sim.engine.snapshot()
     assert snapshot.finished["length"] == 1000
     assert snapshot.generation_tokens_total == 4000
+
+
+async def _waiting(sim: Any, count: int) -> bool:
+    return bool(sim.engine.snapshot().waiting == count)
 
 
 async def _running(sim: Any, count: int) -> bool:
