@@ -176,27 +176,33 @@ def do_inventory(request: Request) -> None:
     emit({"gpus": gpus} if gpus is not None else {"error": "nvidia-smi not found on PATH"})
 
 
-def do_preflight(request: Request) -> None:
-    """Read-only checks; ports held by this deployment's own running instances are fine."""
-    mine = {r["port"] for r in records(request).values() if is_running(r)}
+def preflight(request: Request, existing: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Read-only checks of each instance; returns those that passed.
+
+    Ports held by this deployment's own running instances are fine: up replaces them.
+    """
+    mine = {r["port"] for r in existing.values() if is_running(r)}
     gpus = gpu_inventory()
     present = {g["index"]: g for g in gpus} if gpus is not None else None
+    passed = []
     for instance in request["instances"]:
         problems, warnings = [], []
-        env = engine_env(instance)
         command = instance["argv"][0]
-        if shutil.which(command, path=env.get("PATH")) is None:
+        if shutil.which(command, path=engine_env(instance).get("PATH")) is None:
             problems.append(f"engine command not found: {command}")
         if instance["port"] not in mine and port_taken(instance["address"], instance["port"]):
             problems.append(f"port {instance['port']} is already taken on the node")
         for gpu in instance["gpus"]:
-            if present is None:
+            if present is None:  # no nvidia-smi: nothing to check against
                 break
             if gpu not in present:
                 problems.append(f"GPU {gpu} not present (node has {sorted(present)})")
             elif present[gpu]["used_mib"] > 1024 and instance["port"] not in mine:
                 warnings.append(f"GPU {gpu} already has {present[gpu]['used_mib']} MiB in use")
-        emit({"instance": instance["name"], "problems": problems, "warnings": warnings})
+        emit({"instance": instance["name"], "preflight": problems, "warnings": warnings})
+        if not problems:
+            passed.append(instance)
+    return passed
 
 
 def stop_group(record: dict[str, Any], timeout_s: float) -> list[int]:
@@ -260,49 +266,48 @@ def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
 
 
 def do_up(request: Request) -> None:
-    """Leave unchanged instances alone, restart changed ones, start dead ones, stop removed ones."""
+    """Preflight; stop instances no longer planned (``prune``); leave unchanged ones alone
+    (unless ``restart``), restart changed ones, start dead ones; then wait until ready."""
     existing = records(request)
+    passed = preflight(request, existing)
     planned = {i["key"] for i in request["instances"]}
-    if request.get("prune"):
-        for key, old in existing.items():
-            if key not in planned:
-                left = stop_group(old, request["stop_timeout_s"]) if is_running(old) else []
-                if not left:
-                    os.remove(os.path.join(instance_dir(request, key), "state.json"))
-                emit({"instance": old.get("name", key), "action": "removed", "left": left})
-    for instance in request["instances"]:
-        record = existing.get(instance["key"])
-        running = is_running(record)
-        if running and record is not None and record.get("spec_hash") == instance["spec_hash"]:
-            emit({"instance": instance["name"], "action": "unchanged", "pid": record["pid"]})
-            continue
-        if running and record is not None:
-            left = stop_group(record, request["stop_timeout_s"])
-            if left:
-                emit(
-                    {
-                        "instance": instance["name"],
-                        "error": f"old process group did not stop: {left}",
-                    }
-                )
-                continue
-        try:
-            new = start(request, instance)
-        except OSError as exc:
-            emit(
-                {
-                    "instance": instance["name"],
-                    "error": f"cannot start {instance['argv'][0]}: {exc.strerror or exc}",
-                }
-            )
-            continue
+    for key, old in existing.items() if request.get("prune") else ():
+        if key not in planned:
+            left = stop_group(old, request["stop_timeout_s"]) if is_running(old) else []
+            if not left:
+                os.remove(os.path.join(instance_dir(request, key), "state.json"))
+            emit({"instance": old.get("name", key), "action": "removed", "left": left})
+    to_wait = []
+    for instance in passed:
+        if apply(request, instance, existing.get(instance["key"])):
+            to_wait.append(instance)
+    wait_ready(request, to_wait)
+
+
+def apply(request: Request, instance: dict[str, Any], record: dict[str, Any] | None) -> bool:
+    """Make the instance run its planned spec; False (and an error event) if it cannot."""
+    name = instance["name"]
+    running = record is not None and is_running(record)
+    if running and record is not None:
+        if record.get("spec_hash") == instance["spec_hash"] and not request.get("restart"):
+            emit({"instance": name, "action": "unchanged", "pid": record["pid"]})
+            return True
+        left = stop_group(record, request["stop_timeout_s"])
+        if left:
+            emit({"instance": name, "error": f"old process group did not stop: {left}"})
+            return False
+    try:
+        new = start(request, instance)
+    except OSError as exc:
         emit(
             {
-                "instance": instance["name"],
-                "action": "restarted" if running else "started",
-                "pid": new["pid"],
+                "instance": name,
+                "error": f"cannot start {instance['argv'][0]}: {exc.strerror or exc}",
             }
         )
+        return False
+    emit({"instance": name, "action": "restarted" if running else "started", "pid": new["pid"]})
+    return True
 
 
 def http_get(url: str, token: str | None) -> tuple[int, bytes]:
@@ -343,9 +348,13 @@ def probe_ready(instance: dict[str, Any]) -> bool:
 
 
 def do_wait(request: Request) -> None:
+    wait_ready(request, request["instances"])
+
+
+def wait_ready(request: Request, instances: list[dict[str, Any]]) -> None:
     """Report each instance as ready, dead or timed out, as soon as it is one of them."""
     started = time.monotonic()
-    pending = {i["key"]: i for i in request["instances"]}
+    pending = {i["key"]: i for i in instances}
     while pending:
         for key, instance in list(pending.items()):
             record = read_json(os.path.join(instance_dir(request, key), "state.json"))
@@ -464,7 +473,6 @@ def do_logs(request: Request) -> None:
 
 OPERATIONS = {
     "inventory": do_inventory,
-    "preflight": do_preflight,
     "up": do_up,
     "wait": do_wait,
     "status": do_status,

@@ -154,55 +154,42 @@ class Deployer:
         return result
 
     async def _up_node(
-        self, result: RunResult, node: NodeSpec, instances: list[Instance], *, prune: bool
+        self,
+        result: RunResult,
+        node: NodeSpec,
+        instances: list[Instance],
+        *,
+        prune: bool,
+        restart: bool = False,
     ) -> None:
+        """One agent call: preflight, start/restart, wait until ready, events as they happen."""
         by_name = {i.name: i for i in instances}
-        ok = await self._preflight(result, node, instances)
-        to_wait: list[Instance] = []
-        async for event in call_agent(self.connections, self.spec, node, "up", ok, prune=prune):
+        self._set_all(result, instances, "preflight")
+        request = {"prune": prune, "restart": restart}
+        async for event in call_agent(
+            self.connections, self.spec, node, "up", instances, **request
+        ):
             result.events.append(event)
             name = event["instance"]
-            if "error" in event:
-                self._fail(result, by_name[name], event["error"])
-            elif event["action"] == "removed":
-                self.report(name, "removed", "no longer in the plan: stopped")
-            else:
-                self._set(result, name, event["action"], f"pid {event['pid']}")
-                to_wait.append(by_name[name])
-        for instance in to_wait:
-            self._set(result, instance.name, "waiting", "for /health and the model in /v1/models")
-        await self._wait(result, node, to_wait)
-
-    async def _preflight(
-        self, result: RunResult, node: NodeSpec, instances: list[Instance]
-    ) -> list[Instance]:
-        """The instances that passed the read-only checks; the others are failed."""
-        by_name = {i.name: i for i in instances}
-        ok = []
-        async for event in call_agent(self.connections, self.spec, node, "preflight", instances):
-            instance = by_name[event["instance"]]
-            if event["problems"]:
-                self._fail(result, instance, "; ".join(event["problems"]))
-            else:
-                ok.append(instance)
+            instance = by_name.get(name)
+            if instance is None:  # an instance the plan no longer has
+                self.report(name, "removed", "not in the plan any more: stopped")
+            elif event.get("preflight"):
+                self._fail(result, instance, "; ".join(event["preflight"]))
+            elif "preflight" in event:
                 for warning in event["warnings"]:
-                    self.report(instance.name, "preflight", warning)
-        return ok
-
-    async def _wait(self, result: RunResult, node: NodeSpec, instances: Sequence[Instance]) -> None:
-        by_name = {i.name: i for i in instances}
-        async for event in call_agent(self.connections, self.spec, node, "wait", instances):
-            instance = by_name[event["instance"]]
-            if event.get("ready"):
-                result.outcomes[instance.name].ready = True
-                self._set(
-                    result,
-                    instance.name,
-                    "ready",
-                    f"{instance.api_base} after {event['after_s']} s",
-                )
-            else:
+                    self.report(name, "preflight", f"warning: {warning}")
+            elif "error" in event:
                 self._fail(result, instance, event["error"], event.get("log_tail", ""))
+            elif event.get("ready"):
+                result.outcomes[name].ready = True
+                self._set(result, name, "ready", f"{instance.api_base} after {event['after_s']} s")
+            else:
+                self._set(result, name, event["action"], f"pid {event['pid']}, waiting until ready")
+
+    def _set_all(self, result: RunResult, instances: Sequence[Instance], state: str) -> None:
+        for instance in instances:
+            self._set(result, instance.name, state)
 
     async def _write_backends(self, result: RunResult) -> None:
         """Write the router's file with every ready instance (untouched ones probed once)."""
@@ -363,9 +350,7 @@ class Deployer:
     async def _restart_node(
         self, result: RunResult, node: NodeSpec, instances: list[Instance]
     ) -> None:
-        await self._stop_node(result, node, instances, every=False)
-        alive = [i for i in instances if result.outcomes[i.name].error is None]
-        await self._up_node(result, node, alive, prune=False)
+        await self._up_node(result, node, instances, prune=False, restart=True)
 
     async def _rolling_one(
         self, result: RunResult, node: NodeSpec, instance: Instance, drain: RouterCall | None

@@ -210,6 +210,7 @@ def write_spec(
         "state_dir": str(tmp_path / "state"),
         "router_config": "backends/self_deployed_config.yaml",
         "stop_timeout_s": 5,
+        "agent_python": sys.executable,  # not pyenv's shim, which root's .bashrc puts first
         "nodes": nodes,
         "models": models,
         **top,
