@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from llmops.openai import SSEParser
 
@@ -129,9 +130,18 @@ async def _decoding(sim: Any) -> bool:
     return bool(sim.engine.snapshot().generation_tokens_total > 1)
 
 
-async def test_disconnects_mid_stream_count_as_aborts_exactly(start_sim, http, caplog) -> None:
-    sim = await start_sim(ttft_ms=5, itl_ms=10)
-    body = {**CHAT, "stream": True, "max_tokens": 500, "ignore_eos": True}
+@pytest.mark.parametrize(
+    ("engine", "abort_metric"),
+    [
+        ("vllm", 'vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"}'),
+        ("sglang", 'sglang:num_aborted_requests_total{model_name="m"}'),
+    ],
+)
+async def test_disconnects_mid_stream_count_as_aborts_exactly(
+    start_sim, http, caplog, engine, abort_metric
+) -> None:
+    sim = await start_sim(model="m", engine=engine, ttft_ms=5, itl_ms=10)
+    body = {**CHAT, "model": "m", "stream": True, "max_tokens": 500, "ignore_eos": True}
     for _ in range(3):
         async with aiohttp.ClientSession() as client:
             response = await client.post(f"{sim.url}/v1/chat/completions", json=body)
@@ -148,8 +158,7 @@ async def test_disconnects_mid_stream_count_as_aborts_exactly(start_sim, http, c
         return bool(current["aborted"] == 3 and current["running"] == 0)
 
     await eventually(all_aborted)
-    abort = 'vllm:request_success_total{engine="0",finished_reason="abort",model_name="sim-model"}'
-    assert await metric(http, sim.url, abort) == 3.0
+    assert await metric(http, sim.url, abort_metric) == 3.0
     await asyncio.sleep(0.1)  # nothing more trickles in later
     assert (await stats(http, sim.url))["aborted"] == 3
     assert sim.engine.snapshot().kv_used_tokens == 0
