@@ -50,6 +50,10 @@ def run(engine, argv):
         record = {"argv": argv, "env": {k: os.environ[k] for k in keys if k in os.environ}}
         with open(os.path.join(dump_dir, f"{address}-{port}.json"), "w") as handle:
             json.dump(record, handle)
+    if os.environ.get("STANDIN_STUBBORN_CHILD"):
+        # A worker in the engine's process group that ignores SIGTERM: only SIGKILL ends it.
+        import subprocess
+        subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"])
     if os.environ.get("STANDIN_CRASH"):
         print("stand-in engine: CUDA error: out of memory (simulated crash)", flush=True)
         sys.exit(1)

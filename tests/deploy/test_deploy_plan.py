@@ -319,3 +319,20 @@ def test_select_and_state_keys(tmp_path: Path) -> None:
     hostile = state_key("org/model $(rm -rf /);\n")
     assert "/" not in hostile and "$" not in hostile and "\n" not in hostile
     assert state_key("a/b") != state_key("a_b")
+
+
+def test_the_example_nodes_yaml_is_valid_and_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGINE_KEY", "sk-example")
+    loaded = load_spec(Path(__file__).parents[2] / "configs" / "nodes.example.yaml")
+    plan = plan_placement(loaded.spec, {"10.0.0.2": range(8)})
+    assert [(i.name, i.gpus, i.port) for i in plan.instances] == [
+        ("qwen3-30b-10.0.0.1-0", (0, 1), 8000),
+        ("qwen3-30b-10.0.0.1-1", (2, 3), 8001),
+        ("qwen3-30b-10.0.0.1-2", (4, 5), 8002),
+        ("qwen3-30b-10.0.0.1-3", (6, 7), 8003),
+        ("llama-8b-10.0.0.2-0", (0,), 30000),
+        ("llama-8b-10.0.0.2-1", (1,), 30001),
+    ]
+    assert plan.instances[0].argv[0] == "/opt/vllm/bin/vllm"
+    assert plan.instances[-1].api_base == "http://192.168.1.2:30001/v1"
+    assert loaded.raw_api_keys == {"qwen3-30b": "${env:ENGINE_KEY}"}
