@@ -1,7 +1,8 @@
 """Read a YAML file and resolve ``${env:NAME}`` / ``${file:path}`` references in its strings.
 
 ``$${`` stands for a literal ``${``. ``${file:...}`` paths are relative to the YAML file and
-the file's content is used with one trailing newline removed (the way secrets are mounted).
+the file's content is used with one trailing newline removed (the way secrets are mounted);
+a path may hold ``${env:NAME}`` (``${file:${env:CREDENTIALS_DIRECTORY}/token}`` for systemd).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 from llmops.config._schema import join_path
 from llmops.errors import ConfigError
 
-_REFERENCE = re.compile(r"\$\$\{|\$\{(env|file):([^}]*)\}|\$\{[^}]*\}?")
+_REFERENCE = re.compile(r"\$\$\{|\$\{(env|file):((?:\$\{env:[^}]*\}|[^}])*)\}|\$\{[^}]*\}?")
 
 
 def read_yaml(path: Path) -> Any:
@@ -64,6 +65,11 @@ def _substitute(text: str, base_dir: Path, problems: list[str], path: str) -> st
                 return ""
             return os.environ[name]
         if kind == "file":
+            if "${" in name:
+                known = len(problems)
+                name = _REFERENCE.sub(replace, name)
+                if len(problems) > known:
+                    return ""  # the inner reference's problem is the one to report
             file_path = (base_dir / os.path.expanduser(name)).resolve()
             try:
                 return file_path.read_text(encoding="utf-8").removesuffix("\n")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Collection, Iterable, Iterator
 
-# The request key under which a scoped token's models are kept for the proxy to check.
-ALLOWED_MODELS = "llmops.allowed_models"
+from aiohttp import web
+
+# Where a scoped token's models are kept on its request, for the proxy to check.
+ALLOWED_MODELS = web.RequestKey("allowed_models", Collection[str])
 
 
 class _EveryModel(Collection[str]):

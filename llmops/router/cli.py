@@ -64,5 +64,65 @@ def check(config: Path = _CONFIG) -> None:
         )
     console = Console(width=max(Console().width, 120))
     console.print(table)
+    from llmops.config.secrets_check import secrets_warnings
+    from llmops.router.tls import tls_warnings
+
+    for warning in (*secrets_warnings(loaded.files), *tls_warnings(loaded.config)):
+        console.print(f"[bold yellow]warning:[/] {warning}", markup=True, highlight=False)
     routing = loaded.config.routing
     console.print(f"strategy {routing.strategy}, retries {routing.num_retries}; config OK")
+
+
+_UNIT_CONFIG = typer.Option(
+    Path("/etc/llmops/router.yaml"), "--config", "-c", help="Router config the service reads."
+)
+_CREDENTIALS = typer.Option(
+    [], "--credential", help="NAME=/path/to/secret, loaded with LoadCredential (repeatable)."
+)
+
+
+@app.command("systemd-unit")
+def systemd_unit(
+    config: Path = _UNIT_CONFIG,
+    user: str | None = typer.Option(
+        None, help="Run as this existing user instead of a throw-away DynamicUser."
+    ),
+    credential: list[str] = _CREDENTIALS,
+    executable: str | None = typer.Option(
+        None, "--exec", help="The llmops executable (default: the one on PATH)."
+    ),
+    low_port: bool = typer.Option(
+        False, "--low-port", help="Keep CAP_NET_BIND_SERVICE to listen below port 1024."
+    ),
+) -> None:
+    """Print a hardened systemd unit that runs the router as a service.
+
+    Example: llmops router systemd-unit --config /etc/llmops/router.yaml
+    --credential admin_token=/etc/llmops/admin_token > /etc/systemd/system/llmops-router.service
+    """
+    import shutil
+    import sys
+
+    from llmops.errors import RouterError
+    from llmops.router.systemd import UnitOptions, parse_credential, render_unit
+
+    try:
+        credentials = tuple(parse_credential(c) for c in credential)
+    except ValueError as exc:
+        raise RouterError(str(exc)) from None
+    program = executable or shutil.which("llmops")
+    command = (str(Path(program).absolute()),) if program else (sys.executable, "-m", "llmops")
+    if command[0].startswith(("/home/", "/root/")):
+        print(
+            f"warning: {command[0]} is under a home directory, which ProtectHome=yes hides "
+            "from the service: install llmops elsewhere (e.g. /opt/llmops) or pass --exec",
+            file=sys.stderr,
+        )
+    options = UnitOptions(
+        command=command,
+        config=str(config.absolute()),
+        user=user,
+        credentials=credentials,
+        low_port=low_port,
+    )
+    sys.stdout.write(render_unit(options))
