@@ -62,6 +62,11 @@ class Receiver:
             await self._arrived.wait_for(lambda: predicate(self.deliveries))
         return list(self.deliveries)
 
+    async def wait_for_attempts(self, count: int, timeout_s: float = 10.0) -> None:
+        """Until ``count`` POSTs have arrived, answered or not."""
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(lambda: self.attempts >= count)
+
 
 async def started_receiver(stack: contextlib.AsyncExitStack, **settings: Any) -> Receiver:
     """A receiver serving until ``stack`` closes; its ``url`` holds a token."""

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmops.config import Backend
-from llmops.router.events import Event, EventKind
+from llmops.router.events import Event, EventKind, EventLevel
 from llmops.router.notify_cooldown import CoolDown, Repeats, format_duration
 from llmops.router.notify_report import TrafficCounter
 from llmops.router.pool import BackendState
@@ -17,7 +17,7 @@ T0 = 1_800_000_000.0
 
 
 def event(kind: EventKind, backend: str | None = "b1", at: float = T0) -> Event:
-    level = "info" if kind == "recovered" else "error"
+    level: EventLevel = "info" if kind == "recovered" else "error"
     subject = f"backend {backend}" if backend else "router"
     return Event(at, kind, level, backend, f"{subject} {kind} at {at - T0:g}")
 

@@ -157,7 +157,7 @@ async def test_a_flapping_backend_is_summarized_not_dropped(
     def reported(deliveries: list[Delivery]) -> int:
         events = generic_events(deliveries)
         return sum(1 for e in events if e["kind"] == "unhealthy") + sum(
-            e["counts"].get("unhealthy", 0) for e in events if e["kind"] == "repeated"
+            int(e["counts"].get("unhealthy", 0)) for e in events if e["kind"] == "repeated"
         )
 
     deliveries = await receiver.wait_for(lambda ds: reported(ds) >= flaps)
@@ -206,15 +206,15 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
 
     statuses: list[int] = []
     for action in ("drain", "undrain", "drain"):
-        attempts = failing.attempts
+        attempts_before = failing.attempts
         async with http.post(f"{url}/admin/backends/{backend_id}/{action}") as response:
             assert response.status == 200
         statuses += await asyncio.gather(*(one_request() for _ in range(10)))
         # One failed delivery (tried twice) per event: each event is its own batch.
-        await failing.wait_for(lambda ds, before=attempts: failing.attempts >= before + 2)
+        await failing.wait_for_attempts(attempts_before + 2)
     assert statuses == [200] * 30
 
-    await hanging.wait_for(lambda ds: hanging.attempts >= 6)  # 3 deliveries, each retried
+    await hanging.wait_for_attempts(6)  # 3 deliveries, each retried
     failing_host, hanging_host, dead_host = (
         u.split(TOKEN_PATH)[0] for u in (failing.url, hanging.url, dead_url)
     )
