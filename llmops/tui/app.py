@@ -23,7 +23,14 @@ from llmops.tui.history import FleetHistory
 from llmops.tui.rows import SORT_KEYS, next_sort, visible_backends
 from llmops.tui.screens import BackendScreen, ConfirmScreen, HelpScreen
 from llmops.tui.staleness import PollHealth
-from llmops.tui.widgets import BackendsTable, EventsPane, ModelsTable, Totals, Trend
+from llmops.tui.widgets import (
+    BackendsTable,
+    EventsPane,
+    FilterInput,
+    ModelsTable,
+    Totals,
+    Trend,
+)
 
 
 class DashboardApp(App[None]):
@@ -41,10 +48,10 @@ class DashboardApp(App[None]):
     #models { width: 40; border: round $primary-darken-2; }
     #events { width: 1fr; border: round $primary-darken-2; overflow-y: auto; padding: 0 1; }
     EventsPane { text-wrap: nowrap; text-overflow: ellipsis; }
-    #filter { dock: bottom; display: none; }
+    #filter { display: none; height: 1; border: none; padding: 0 1; }
     #filter.active { display: block; }
     .modal-box {
-        width: 90; max-width: 100%; height: auto; max-height: 100%;
+        width: 72; max-width: 100%; height: auto; max-height: 100%;
         border: thick $primary; background: $surface; padding: 1 2;
     }
     ModalScreen { align: center middle; }
@@ -89,7 +96,7 @@ class DashboardApp(App[None]):
             yield ModelsTable(id="models")
             with Vertical(id="events"):
                 yield EventsPane(id="events-text")
-        yield Input(placeholder="filter: words to match (enter keeps, esc clears)", id="filter")
+        yield FilterInput(placeholder="filter: words to match in any column", id="filter")
         yield Footer()
 
     async def on_mount(self) -> None:

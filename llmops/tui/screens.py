@@ -17,19 +17,20 @@ from llmops.tui.snapshot import StatusSnapshot
 from llmops.tui.widgets import Trend, event_lines, state_text
 
 HELP = """\
-[b]llmops dashboard[/b]: the router's /status, polled one request at a time.
+[b]llmops dashboard[/b]: the router's /status, one poll at a time.
 
-  [b]/[/b]        filter backends (words match model, URL, state, error; esc clears)
-  [b]s[/b]        cycle the sort column (model, state, in flight, req/s, latency, TTFT, errors)
-  [b]enter[/b]    details of the selected backend: history and last errors
-  [b]d[/b] / [b]u[/b]    drain / undrain the selected backend (admin API; asks first)
-  [b]p[/b]        pause: stop polling and keep the screen as it is
-  [b]r[/b]        poll now
-  [b]←/→[/b]      scroll the table sideways; [b]↑/↓[/b] select a backend
-  [b]?[/b]        this help          [b]q[/b]  quit
+  [b]/[/b]      filter: words match model, URL, state, error
+         (enter keeps the filter, esc clears it)
+  [b]s[/b]      cycle the sort: model, state, in flight, req/s,
+         latency p95, TTFT p95, errors
+  [b]enter[/b]  one backend in detail: its history, last errors
+  [b]d[/b] [b]u[/b]    drain / undrain the selected backend (asks first)
+  [b]p[/b]      pause polling; [b]r[/b] poll now
+  [b]↑ ↓[/b]    select a backend; [b]← →[/b] scroll the table sideways
+  [b]?[/b]      this help; [b]q[/b] quit
 
-Unknown values show as -. When polls fail the header says since when the data is stale,
-and polling backs off (up to 10 s) until the router answers again."""
+Unknown values show as -. While polls fail, the banner says
+since when the data is stale, and polls back off up to 10 s."""
 
 
 class HelpScreen(ModalScreen[None]):

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from llmops.tui import text
 from llmops.tui.history import FleetHistory
@@ -166,3 +166,12 @@ class EventsPane(Static):
     def show(self, history: FleetHistory) -> None:
         events = history.latest.events if history.latest else ()
         self.update(event_lines(events, limit=50))
+
+
+class FilterInput(Input):
+    """The ``/`` filter line; its footer says how to leave it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "keep filter", key_display="⏎"),
+        Binding("escape", "app.clear_filter", "clear filter", key_display="esc"),
+    ]

@@ -189,7 +189,7 @@ async def test_help_and_quit_keys(recorded_router: RecordedRouter) -> None:
         await wait_until(pilot, lambda: app.polls_done >= 1)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert "drain / undrain the selected backend" in screen_text(app)
+        assert "drain / undrain the selected backend (asks first)" in screen_text(app)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("q")
