@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 from llmops.openai import SSEParser
 
 _DETAIL_BYTES = 200
+_TAIL_BYTES = 16384
 
 
 @dataclass(slots=True)
@@ -69,11 +71,16 @@ async def _read_stream(sent: float, response: aiohttp.ClientResponse) -> Outcome
     append = stamps.append
     # A terminator split across reads: the previous read ended with one newline.
     half_terminator = False
-    # The usage chunk and [DONE] are in the last reads; three covers a split usage chunk.
-    tail = [b"", b"", b""]
+    # The last reads, at least _TAIL_BYTES of them: the usage chunk and [DONE] are in there
+    # however the server split its writes.
+    tail: deque[bytes] = deque()
+    tail_bytes = 0
     async for data in response.content.iter_any():
         now = perf_counter()
-        tail[0], tail[1], tail[2] = tail[1], tail[2], data
+        tail.append(data)
+        tail_bytes += len(data)
+        while tail_bytes - len(tail[0]) >= _TAIL_BYTES:
+            tail_bytes -= len(tail.popleft())
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         count = data.count(b"\n\n")
