@@ -49,6 +49,9 @@ def sim(
     ),
     embedding_dim: int = typer.Option(256, "--embedding-dim", help="Length of /v1/embeddings."),
     mode: _Mode = _MODE,
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="Require 'Authorization: Bearer KEY' on /v1/* (like vLLM)."
+    ),
     abort_after_tokens: int | None = typer.Option(
         None, "--abort-after-tokens", help="Cut every stream after N tokens (engine crash)."
     ),
@@ -86,6 +89,7 @@ def sim(
         embedding_dim=embedding_dim,
         mode=mode.value,
         abort_after_tokens=abort_after_tokens,
+        api_key=api_key,
     )
 
     def announce(running: RunningSim) -> None:

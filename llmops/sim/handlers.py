@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,9 @@ class SimState:
         self.requests = 0  # inference requests received
         self.errors = 0  # responses with status >= 400
         self.by_path: Counter[str] = Counter()
+        self.expected_authorization = (
+            f"Bearer {options.api_key}".encode() if options.api_key is not None else None
+        )
 
     def stats(self) -> dict[str, Any]:
         snap = self.engine.snapshot()
@@ -69,10 +73,15 @@ def _error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def _count_and_shape_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by path and turn aiohttp's own 404/405 into OpenAI-shaped errors."""
+    """Count every request by path, check the API key on ``/v1/*`` as vLLM does, and turn
+    aiohttp's own 404/405 into OpenAI-shaped errors."""
     state = request.app[STATE]
     state.by_path[request.path] += 1
     try:
+        if state.expected_authorization is not None and request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, state.expected_authorization):
+                raise web.HTTPUnauthorized(reason="Unauthorized")
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -40,6 +40,7 @@ class SimOptions:
     embedding_dim: int = 256
     mode: SimMode = "ok"
     abort_after_tokens: int | None = None  # cut every stream after N tokens
+    api_key: str | None = None  # like vLLM's --api-key: /v1/* needs "Authorization: Bearer KEY"
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -72,6 +73,7 @@ def _problems(options: SimOptions) -> list[str]:
             options.abort_after_tokens is None or options.abort_after_tokens >= 0,
             "abort_after_tokens must be >= 0",
         ),
+        (options.api_key is None or bool(options.api_key), "api_key must not be empty"),
     ]
     problems = [message for ok, message in checks if not ok]
     if options.max_model_len is not None and not (

@@ -310,3 +310,20 @@ async def test_stats_count_requests_by_path(start_sim, http) -> None:
     assert stats["mode"] == "ok"
     assert stats["by_path"]["/v1/chat/completions"] == 3
     assert stats["by_path"]["/health"] == 1
+
+
+async def test_api_key_guards_the_openai_endpoints_like_vllm(start_sim, http) -> None:
+    sim = await start_sim(api_key="s3cret", ttft_ms=1, itl_ms=1, output_len=1)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        async with http.post(f"{sim.url}/v1/chat/completions", json=CHAT, headers=headers) as r:
+            assert (r.status, r.content_type) == (401, "application/json")
+            assert (await r.json())["error"]["type"] == "authentication_error"
+        async with http.get(f"{sim.url}/v1/models", headers=headers) as r:
+            assert r.status == 401
+    good = {"Authorization": "Bearer s3cret"}
+    async with http.post(f"{sim.url}/v1/chat/completions", json=CHAT, headers=good) as r:
+        assert r.status == 200
+    for path in ("/health", "/metrics"):  # like vLLM, only /v1/* needs the key
+        async with http.get(f"{sim.url}{path}") as r:
+            assert r.status == 200
+    assert sim.engine.snapshot().finished["stop"] == 1  # refused requests never ran
