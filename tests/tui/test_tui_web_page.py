@@ -151,3 +151,16 @@ async def test_page_served_by_the_real_router(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("LLMOPS_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["LLMOPS_KEEP_SCREENSHOT"] + ".router.png")
+
+
+async def test_page_keeps_the_data_and_says_stale_when_the_router_goes_away(
+    recorded_router: RecordedRouter, tmp_path: Path
+) -> None:
+    recorded_router.hang_up_after = 2
+    dom = await dump_dom(tmp_path, f"{recorded_router.url}/dashboard")
+    assert len(backend_rows(dom)) == 5  # the last good data stays
+    assert re.search(r"stale since \d\d:\d\d:\d\d: router unreachable", dom)
+    assert '<span id="pill" class="stale">stale</span>' in dom
+    # Back-off (2 s, 4 s...) leaves two failed polls in the 5 s virtual budget; Chromium
+    # retries a GET once when a kept-alive connection closes, hence up to two requests each.
+    assert recorded_router.status_requests <= 2 + 2 * 2

@@ -27,6 +27,7 @@ class RecordedRouter:
         self.status_delay_s = 0.0
         self.status_code = 200
         self.status_requests = 0
+        self.hang_up_after: int | None = None  # close the connection on later /status requests
         self.concurrent = 0
         self.max_concurrent = 0
         self.admin_calls: list[tuple[str, str, str | None]] = []  # (backend id, action, auth)
@@ -64,6 +65,10 @@ class RecordedRouter:
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         try:
+            if self.hang_up_after is not None and self.status_requests > self.hang_up_after:
+                assert request.transport is not None
+                request.transport.close()  # as a router that died mid-poll would
+                return web.Response()
             if self.status_delay_s:
                 await asyncio.sleep(self.status_delay_s)
             if not self._authorized(request):
