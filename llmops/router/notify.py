@@ -11,6 +11,7 @@ and host of its URL: webhook URLs often carry tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -27,6 +28,7 @@ from llmops.router.state import RouterState
 
 log = logging.getLogger("llmops.router.notify")
 
+FINAL_FLUSH_S = 2.0  # how long a stopping router waits for its last deliveries
 RETRY_DELAY_S = 1.0  # one retry per delivery, after this or the receiver's Retry-After
 MAX_RETRY_DELAY_S = 5.0
 _ANSWER_BYTES = 64 * 1024  # enough of a receiver's answer to find an error code
@@ -57,6 +59,7 @@ class Notifier:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(router.config.notify.queue_size)
         self._dropped = 0
         self._closed = False
+        self._first: list[Event] = []  # the event that opened the batch being collected
         self._webhooks: list[_Webhook] = []
         self._host = socket.gethostname()
         self._traffic: TrafficCounter | None = None
@@ -79,28 +82,33 @@ class Notifier:
         self._report_due(time.monotonic())  # starts the first report period
         try:
             async with aiohttp.ClientSession() as session:
-                while True:
-                    batch = await self._collect()
-                    await self._dispatch(session, batch)
+                try:
+                    while True:
+                        await self._wait_for_batch()
+                        await self._dispatch(session, self._take_batch())
+                except asyncio.CancelledError:
+                    # The router is stopping: what is queued or held still goes out, briefly.
+                    self._closed = True
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(FINAL_FLUSH_S):
+                            await self._dispatch(session, self._take_batch(), final=True)
+                    raise
         finally:
             self._closed = True
 
-    async def _collect(self) -> list[Event]:
-        """The next batch: events for ``batch_window`` s after the first, or [] at a timer."""
+    async def _wait_for_batch(self) -> None:
+        """Until ``batch_window`` s after the next event, or until a timer is due."""
         wake_at = self._next_wake()
         wait_s = None if wake_at is None else max(wake_at - time.monotonic(), 0.0)
         try:
             async with asyncio.timeout(wait_s):
-                batch = [await self._queue.get()]
+                self._first.append(await self._queue.get())
         except TimeoutError:
-            return []
-        deadline = time.monotonic() + self._router.config.notify.batch_window
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                async with asyncio.timeout(left):
-                    batch.append(await self._queue.get())
-            except TimeoutError:
-                break
+            return
+        await asyncio.sleep(self._router.config.notify.batch_window)  # the rest queue up
+
+    def _take_batch(self) -> list[Event]:
+        batch, self._first = self._first, []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return batch
@@ -111,7 +119,9 @@ class Notifier:
         due.append(self._next_report)
         return min((d for d in due if d is not None), default=None)
 
-    async def _dispatch(self, session: aiohttp.ClientSession, batch: list[Event]) -> None:
+    async def _dispatch(
+        self, session: aiohttp.ClientSession, batch: list[Event], final: bool = False
+    ) -> None:
         now = time.monotonic()
         report = self._report_due(now)
         dropped, self._dropped = self._dropped, 0
@@ -119,6 +129,8 @@ class Notifier:
         for hook in self._sync_webhooks():
             events = [event for event in batch if event.kind in hook.kinds]
             sent, repeats = hook.cooldown.sift(events, now)
+            if final:
+                repeats += hook.cooldown.release_all()
             digest = Digest(
                 tuple(sent),
                 tuple(repeats),

@@ -8,6 +8,7 @@ backend is now. A flapping backend thus costs one message per cool-down, not one
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ class CoolDown:
         repeats = [self._release(backend, now) for backend in flush if backend in self._held]
         self._forget_idle(now)
         return sent, repeats
+
+    def release_all(self) -> list[Repeats]:
+        """Every held summary now, due or not (the router is stopping)."""
+        return [self._release(backend, math.inf) for backend in list(self._held)]
 
     def next_due(self) -> float | None:
         """When the earliest held summary becomes due (monotonic), or None if nothing is held."""

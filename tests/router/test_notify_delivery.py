@@ -8,11 +8,14 @@ import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from llmops.router.app import router_url, running_router
 from tests.conftest import StartRouter, StartSim, router_config
 from tests.router.notify_receivers import (
     FAST_HEALTH,
@@ -309,3 +312,38 @@ async def test_periodic_report_counts_traffic_since_the_last_report(
     text = slack_deliveries[1].body["text"]
     assert "*Traffic report, last 1 s" in text
     assert "*b*: 2 requests" in text and "2 errors (100.0%)" in text
+
+
+async def test_a_reload_changes_the_webhooks_and_a_stopping_router_flushes(
+    start_sim: StartSim,
+    start_receiver: StartReceiver,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = await start_sim(model="m")
+    old, new = await start_receiver(), await start_receiver()
+    monkeypatch.setenv("LLMOPS_TEST_WEBHOOK", new.url)  # a URL with a token comes from a secret
+    config_path = tmp_path / "router.yaml"
+
+    def write_config(*webhooks: dict[str, Any]) -> None:
+        config = router_config(
+            [("m", sim.url)], notify={"webhooks": list(webhooks), "batch_window": 5}
+        )
+        config_path.write_text(yaml.safe_dump(config))
+
+    write_config({"url": old.url, "events": ["config_reloaded"]})
+    async with running_router(config_path, "127.0.0.1", 0) as runner:
+        url = router_url(runner)
+        write_config({"url": "${env:LLMOPS_TEST_WEBHOOK}", "format": "slack"})
+        async with http.post(f"{url}/admin/reload") as response:
+            assert response.status == 200
+        async with http.post(f"{url}/admin/backends/m@{sim.url[7:]}/drain") as response:
+            assert response.status == 200
+        # The batch window (5 s) has not ended: stopping the router sends what it holds.
+    assert old.deliveries == []  # removed by the reload before the batch went out
+    [delivery] = new.deliveries
+    lines = delivery.body["text"].splitlines()
+    assert lines[0].endswith(": 2 events*")
+    assert "*config_reloaded* config reloaded (generation 2" in lines[1]
+    assert f"*drained* backend m@{sim.url[7:]} drained by an operator" in lines[2]
