@@ -273,7 +273,8 @@ async def _sim_mode(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(state: SimState) -> web.Application:
-    app = web.Application(middlewares=[_count_and_shape_errors])
+    # Long-context prompts are big; accept what the router's default max_body_bytes lets through.
+    app = web.Application(middlewares=[_count_and_shape_errors], client_max_size=100 * 2**20)
     app[STATE] = state
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/completions", _completions)
