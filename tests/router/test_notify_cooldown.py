@@ -58,6 +58,16 @@ def test_a_new_kind_goes_out_at_once_with_what_was_held_for_that_backend() -> No
     assert (summary.backend, summary.counts, summary.latest) == ("b1", (("unhealthy", 1),), held)
 
 
+def test_a_stopping_router_releases_everything_held() -> None:
+    cooldown = CoolDown(600.0)
+    cooldown.sift([event("unhealthy"), event("unhealthy", "b2")], now=0.0)
+    held = [event("unhealthy", at=T0 + 1), event("unhealthy", "b2", at=T0 + 2)]
+    assert cooldown.sift(held, now=2.0) == ([], [])
+    summaries = cooldown.release_all()
+    assert sorted((r.backend, r.latest) for r in summaries) == [("b1", held[0]), ("b2", held[1])]
+    assert cooldown.next_due() is None and cooldown.release_all() == []
+
+
 def test_zero_interval_sends_everything() -> None:
     cooldown = CoolDown(0.0)
     events = [event("unhealthy", at=T0 + i) for i in range(5)]
