@@ -161,6 +161,7 @@ async def test_page_keeps_the_data_and_says_stale_when_the_router_goes_away(
     assert len(backend_rows(dom)) == 5  # the last good data stays
     assert re.search(r"stale since \d\d:\d\d:\d\d: router unreachable", dom)
     assert '<span id="pill" class="stale">stale</span>' in dom
+    assert '<form id="token-form" hidden="">' in dom  # a dead router is not a token problem
     # Back-off (2 s, 4 s...) leaves two failed polls in the 5 s virtual budget; Chromium
     # retries a GET once when a kept-alive connection closes, hence up to two requests each.
     assert recorded_router.status_requests <= 2 + 2 * 2
