@@ -122,8 +122,11 @@ class Deployer:
         result: RunResult,
         instances: Sequence[Instance],
         work: Callable[[NodeSpec, list[Instance]], Awaitable[None]],
+        *,
+        every_node: bool = False,
     ) -> None:
-        """Run ``work`` for every node concurrently; a NodeError fails that node's instances."""
+        """Run ``work`` for each node of ``instances`` (``every_node``: also the others, with
+        none) concurrently; a NodeError fails that node's instances."""
 
         async def guarded(node: NodeSpec, mine: list[Instance]) -> None:
             try:
@@ -135,6 +138,9 @@ class Deployer:
                         self._fail(result, instance, str(exc).removeprefix(f"node {node.host}: "))
 
         groups: dict[str, list[Instance]] = {}
+        for node in self.spec.nodes if every_node else ():
+            if node.host not in result.node_errors:
+                groups[node.host] = []
         for instance in instances:
             if instance.node not in result.node_errors:
                 groups.setdefault(instance.node, []).append(instance)
@@ -148,7 +154,10 @@ class Deployer:
         selected = plan.select(names)
         result = self._result(plan, selected)
         await self._each_node(
-            result, selected, lambda node, mine: self._up_node(result, node, mine, prune=not names)
+            result,
+            selected,
+            lambda node, mine: self._up_node(result, node, mine, prune=not names),
+            every_node=not names,  # a node the plan no longer uses may run instances to prune
         )
         await self._write_backends(result)
         return result
@@ -227,17 +236,8 @@ class Deployer:
             result,
             selected,
             lambda node, mine: self._stop_node(result, node, mine, every=not names),
+            every_node=not names,  # nodes with no planned instance may still run old ones
         )
-        if not names:  # nodes with no planned instance may still run old ones
-            idle = [
-                n
-                for n in self.spec.nodes
-                if not plan.on_node(n.host) and n.host not in result.node_errors
-            ]
-            await asyncio.gather(
-                *(self._stop_node(result, node, [], every=True) for node in idle),
-                return_exceptions=True,
-            )
         await self._write_backends(result)
         return result
 

@@ -1,0 +1,140 @@
+"""The `llmops deploy` command line: help, plan, bad specs, logs --follow, prune and SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from deploy_lab import SshLab, free_port, live_group_members, pids, run, write_spec
+
+
+def deploy_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400"}  # the plan table on one line per instance
+    command = [sys.executable, "-m", "llmops", "deploy", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=90, env=env)
+
+
+def test_help_shows_examples(tmp_path: Path) -> None:
+    for args in ([], ["up"], ["plan"], ["status"], ["stop"], ["logs"], ["restart"]):
+        shown = deploy_cli(*args, "--help", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert "Example: llmops deploy" in shown.stdout, args
+
+
+def test_bad_spec_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "nodes.yaml").write_text(
+        "deployment: d\nnodes: [{host: a, gpus: 1, sshh: {}}]\nmodels: []\n"
+    )
+    failed = deploy_cli("plan", "nodes.yaml", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr == "llmops: nodes.yaml: nodes[0].sshh: unknown key\n"
+    missing = deploy_cli("nodes.yaml.missing", cwd=tmp_path)
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        "llmops: nodes.yaml.missing: file not found\n",
+    )
+
+
+def test_plan_prints_every_instance_and_touches_nothing(ssh_lab: SshLab, tmp_path: Path) -> None:
+    models = [{"name": "alpha", "model": "/m", "replicas": 2, "port": 9100}]
+    write_spec(ssh_lab, tmp_path, models)
+    shown = deploy_cli("plan", "nodes.yaml", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    n1, n2 = (n.address for n in ssh_lab.nodes)
+    assert (
+        f"alpha-{n2}-0" in shown.stdout and f"alpha-{n1}-0" in shown.stdout
+    )  # n1's GPU via nvidia-smi
+    assert "vllm serve /m --served-model-name alpha --host 0.0.0.0 --port 9100" in shown.stdout
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "backends").exists()
+
+
+async def test_prune_and_sigkill_of_a_stubborn_process_group(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n1, n2 = (n.address for n in ssh_lab.nodes)
+    model = {
+        "name": "alpha",
+        "model": "/m",
+        "replicas": 2,
+        "port": free_port(),
+        "env": {"STANDIN_STUBBORN_CHILD": "1"},
+        "ready_timeout_s": 30,
+    }
+    spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
+    first = await run(spec_path, "up")
+    assert not first.errors, [str(e) for e in first.errors]
+    started = pids(first)
+    assert all(
+        len(live_group_members(pid)) >= 2 for pid in started.values()
+    )  # engine + stubborn child
+    try:
+        model["replicas"] = 1
+        spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
+        second = await run(spec_path, "up")
+        assert not second.errors, [str(e) for e in second.errors]
+        actions = {e["instance"]: e["action"] for e in second.events if "action" in e}
+        assert actions == {f"alpha-{n1}-0": "removed", f"alpha-{n2}-0": "unchanged"}
+        assert not live_group_members(started[f"alpha-{n1}-0"])  # SIGKILL got the child too
+        written = yaml.safe_load((tmp_path / "backends" / "self_deployed_config.yaml").read_text())
+        assert [e["litellm_params"]["api_base"] for e in written["model_list"]] == [
+            second.plan.instances[0].api_base
+        ]
+    finally:
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors
+    assert all(not live_group_members(pid) for pid in started.values())
+
+
+async def test_logs_follow_streams_new_lines_until_interrupted(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n1 = ssh_lab.nodes[0].address
+    spec_path = write_spec(
+        ssh_lab, tmp_path, [{"name": "alpha", "model": "/m", "port": free_port(), "nodes": [n1]}]
+    )
+    first = await run(spec_path, "up")
+    assert not first.errors, [str(e) for e in first.errors]
+    name = first.plan.instances[0].name
+    log = next((tmp_path / "state").rglob("engine.log"))
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmops",
+            "deploy",
+            "logs",
+            "--follow",
+            "-n",
+            "0",
+            "nodes.yaml",
+            name,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = ""
+        deadline = time.monotonic() + 20
+        while "marker-2" not in seen and time.monotonic() < deadline:
+            with log.open("a") as handle:  # what the engine would write
+                handle.write(f"marker-{int(time.monotonic() * 10) % 3}\n")
+            ready, _, _ = select.select([follower.stdout], [], [], 0.3)
+            if ready:
+                assert follower.stdout is not None
+                seen += follower.stdout.readline()
+        assert f"{name} | marker-2" in seen
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+        stopped = await run(spec_path, "stop")
+    assert follower.returncode == 0 and "Traceback" not in err, err
+    assert not stopped.errors
