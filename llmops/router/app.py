@@ -64,18 +64,16 @@ def _router_lifetime(
     loaded: LoadedConfig, config_path: Path
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        upstream_ssl = upstream_ssl_context(loaded.config.upstream_tls, config_path.parent)
         connector = aiohttp.TCPConnector(
-            limit=0,
-            keepalive_timeout=60,
-            ttl_dns_cache=300,
-            ssl=upstream_ssl_context(loaded.config.upstream_tls, config_path.parent),
+            limit=0, keepalive_timeout=60, ttl_dns_cache=300, ssl=upstream_ssl
         )
         session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
-        router = RouterState(loaded, session)
+        router = RouterState(loaded, session, upstream_ssl=upstream_ssl)
         if loaded.config.health_check.enabled:
             await admit_new_backends(router, router.snapshot.states)
         watcher = ConfigWatcher(router, config_path)
@@ -93,6 +91,7 @@ def _router_lifetime(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await router.limits.close()
+        router.close_pools()
         await session.close()
 
     return lifetime

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from llmops.config import Backend
+from llmops.router.upstream_http import UpstreamTarget
 from llmops.router.windows import BackendWindows
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class BackendState:
     last_error: str | None = None
     last_error_at: float | None = None
     added_at: float = field(default_factory=time.time)
+    upstream: UpstreamTarget | None = None  # set on first use by RouterState.upstream_for
     engine: EngineLoad | None = None  # the engine's own load, last scraped (scrape.py)
     windows: BackendWindows = field(default_factory=BackendWindows)  # for /status
 

@@ -14,7 +14,6 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -35,6 +34,13 @@ from llmops.router.upstream import (
     failure_from_exception,
     failure_from_response,
 )
+from llmops.router.upstream_http import (
+    UpstreamConnection,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamPool,
+    encode_head,
+)
 
 # Headers that describe one connection, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
@@ -51,7 +57,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     )
 )
-_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization"}
+_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id"}
 _REQUEST_ID = istr("x-request-id")
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -116,11 +122,9 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
     if not candidates or model not in request.get(ALLOWED_MODELS, EVERY_MODEL):
         return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
 
-    headers = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in _DROP_FROM_CLIENT
-    )
-    request_id = headers.get(_REQUEST_ID) or uuid.uuid4().hex
-    headers[_REQUEST_ID] = request_id
+    request_id = request.headers.get(_REQUEST_ID) or uuid.uuid4().hex
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
+    headers.append(("x-request-id", request_id))
     now = asyncio.get_running_loop().time
     exchange = Exchange(request_id, model, now())
     try:
@@ -139,7 +143,7 @@ async def _forward(
     request: web.Request,
     router: RouterState,
     candidates: tuple[BackendState, ...],
-    headers: CIMultiDict[str],
+    headers: list[tuple[str, str]],
     parsed: dict[str, Any],
     body: bytes,
     exchange: Exchange,
@@ -220,7 +224,7 @@ async def _attempt(
     router: RouterState,
     backend: BackendState,
     path: str,
-    headers: CIMultiDict[str],
+    headers: list[tuple[str, str]],
     parsed: dict[str, Any],
     body: bytes,
     exchange: Exchange,
@@ -229,57 +233,90 @@ async def _attempt(
     target = backend.backend
     if target.upstream_model != target.model:
         body = orjson.dumps({**parsed, "model": target.upstream_model})
-    if target.api_key:
-        headers = headers.copy()
-        headers["Authorization"] = f"Bearer {target.api_key}"
+    upstream = router.upstream_for(backend)
+    head = encode_head(
+        request.method,
+        upstream.path_prefix + path,
+        upstream.pool.host_header,
+        [*headers, *upstream.extra_headers],
+        len(body),
+    )
     timeouts = router.config.timeouts
     first_byte_s, phase = _first_byte_limit(timeouts.ttfb, timeouts.total)
     backend.in_flight += 1
     backend.requests += 1
-    upstream: aiohttp.ClientResponse | None = None
+    connection: UpstreamConnection | None = None
     try:
         try:
             async with asyncio.timeout(first_byte_s):
-                upstream = await router.session.request(
-                    request.method,
-                    target.api_base + path,
-                    data=body,
-                    headers=headers,
-                    timeout=router.client_timeout,
+                connection = await _send(upstream.pool, head, body, timeouts.connect)
+                streaming = (
+                    connection.status < 400 and connection.content_type == "text/event-stream"
                 )
-                streaming = upstream.status < 400 and upstream.content_type == "text/event-stream"
                 # A stream's first chunk counts as its first byte; other answers are read whole.
-                payload = await (upstream.content.readany() if streaming else upstream.read())
+                payload = await (connection.read_chunk() if streaming else connection.read_body())
             exchange.first_byte_at = asyncio.get_running_loop().time()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             return _failed(router, backend, failure_from_exception(exc, target.id, phase))
-        if upstream.status >= 400:
+        status = connection.status
+        if status >= 400:
             failure = failure_from_response(
-                upstream.status, payload, upstream.content_type, upstream.headers.get("Retry-After")
+                status, payload, connection.content_type, _header(connection, "retry-after")
             )
-            if upstream.status in RETRYABLE_STATUSES:
+            if status in RETRYABLE_STATUSES:
                 return _failed(router, backend, failure)
+        record_success(backend, router.events)
         if not streaming:
-            record_success(backend, router.events)
-            if exchange.usage_tap is not None and upstream.status < 400:
+            if exchange.usage_tap is not None and status < 400:
                 exchange.usage = usage_from_body(payload)
                 auth = request.headers.get("Authorization")
                 await router.limits.record_usage(backend, auth, exchange.usage)
             return web.Response(
-                status=upstream.status,
+                status=status,
                 body=payload,
-                headers=_response_headers(upstream, headers[_REQUEST_ID]),
+                headers=_response_headers(connection, exchange.request_id),
             )
-        record_success(backend, router.events)
         exchange.stream = True
-        return await _relay(request, router, upstream, payload, backend, exchange)
+        return await _relay(request, router, connection, payload, backend, exchange)
     except asyncio.CancelledError:
         router.cancelled += 1
         raise
     finally:
         backend.in_flight -= 1
-        if upstream is not None:
-            upstream.close()
+        if connection is not None:
+            connection.release()
+
+
+async def _send(
+    pool: UpstreamPool, head: bytes, body: bytes, connect_timeout_s: float | None
+) -> UpstreamConnection:
+    """Send the request and wait for the response head, on a pooled connection if one is free.
+
+    A kept-alive connection the backend closed while it sat idle fails before any answer; the
+    request was not processed, so it is sent once more on a fresh connection.
+    """
+    connection = await pool.acquire(connect_timeout_s)
+    connection.send(head, body)
+    try:
+        await connection.response_head()
+    except UpstreamDisconnected:
+        if not connection.reused:
+            raise
+        connection = await pool.acquire(connect_timeout_s)
+        connection.send(head, body)
+        try:
+            await connection.response_head()
+        except BaseException:
+            connection.close()
+            raise
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _header(connection: UpstreamConnection, name: str) -> str | None:
+    return next((v for k, v in connection.headers if k.lower() == name), None)
 
 
 def _first_byte_limit(ttfb_s: float | None, total_s: float | None) -> tuple[float | None, str]:
@@ -300,10 +337,8 @@ def _failed(
     return failure
 
 
-def _response_headers(upstream: aiohttp.ClientResponse, request_id: str) -> CIMultiDict[str]:
-    headers = CIMultiDict(
-        (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-    )
+def _response_headers(connection: UpstreamConnection, request_id: str) -> CIMultiDict[str]:
+    headers = CIMultiDict((k, v) for k, v in connection.headers if k.lower() not in HOP_BY_HOP)
     headers[_REQUEST_ID] = request_id
     return headers
 
@@ -311,7 +346,7 @@ def _response_headers(upstream: aiohttp.ClientResponse, request_id: str) -> CIMu
 async def _relay(
     request: web.Request,
     router: RouterState,
-    upstream: aiohttp.ClientResponse,
+    connection: UpstreamConnection,
     first_chunk: bytes,
     backend: BackendState,
     exchange: Exchange,
@@ -322,20 +357,20 @@ async def _relay(
     cancellation and the upstream connection is closed by the caller, which aborts the work.
     """
     response = web.StreamResponse(
-        status=upstream.status, headers=_response_headers(upstream, exchange.request_id)
+        status=connection.status, headers=_response_headers(connection, exchange.request_id)
     )
-    watched = router.watchdog.watch(upstream, router.config.timeouts.total)
+    watched = router.watchdog.watch(connection, router.config.timeouts.total)
     now = asyncio.get_running_loop().time
     try:
         await response.prepare(request)
-        read, write = upstream.content.readany, response.write
+        read, write = connection.read_chunk, response.write
         tap = exchange.usage_tap
         chunk = first_chunk
         while chunk:
             await write(chunk if tap is None else tap.feed(chunk))
             try:
                 chunk = await read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except UpstreamError as exc:
                 failure = _stream_failure(exc, watched.expired, backend.id)
                 _failed(router, backend, failure)
                 exchange.error_kind = failure.kind

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -18,7 +20,8 @@ from llmops.router.events import EventLog
 from llmops.router.exchange import Exchange
 from llmops.router.limits import Limiter
 from llmops.router.metrics import RouterMetrics
-from llmops.router.pool import PoolSnapshot, build_snapshot
+from llmops.router.pool import BackendState, PoolSnapshot, build_snapshot
+from llmops.router.upstream_http import UpstreamPool, UpstreamTarget
 from llmops.router.watchdog import StreamWatchdog
 
 
@@ -30,7 +33,7 @@ class RouterState:
     picker: Picker = field(init=False)
     inference_tokens: TokenSet = field(init=False)
     admin_tokens: TokenSet = field(init=False)
-    client_timeout: aiohttp.ClientTimeout = field(init=False)
+    upstream_ssl: ssl.SSLContext | None = None  # for HTTPS backends on the proxy path
     affinity: Affinity = field(init=False)
     limits: Limiter = field(init=False)
     metrics: RouterMetrics = field(init=False)
@@ -42,6 +45,7 @@ class RouterState:
     shutting_down: bool = False
     cancelled: int = 0
     stream_errors: int = 0
+    _pools: dict[str, UpstreamPool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = RouterMetrics(lambda: self)
@@ -66,10 +70,30 @@ class RouterState:
         scoped = (t if isinstance(t, str) else (t.token, frozenset(t.models)) for t in auth.tokens)
         self.inference_tokens = TokenSet((*scoped, *auth.admin_tokens) if auth.tokens else ())
         self.admin_tokens = TokenSet(auth.admin_tokens)
-        self.client_timeout = aiohttp.ClientTimeout(sock_connect=config.timeouts.connect)
         self.watchdog.idle_s = config.timeouts.idle
         log = config.access_log
         self.access_formatter = FORMATTERS[log.format] if log.enabled else None
+
+    def upstream_for(self, state: BackendState) -> UpstreamTarget:
+        """How to reach ``state``'s backend; pools are shared by backends on one host:port."""
+        if state.upstream is not None:
+            return state.upstream
+        backend = state.backend
+        parts = urlsplit(backend.api_base)
+        secure = parts.scheme == "https"
+        key = f"{parts.scheme}://{parts.netloc}"
+        pool = self._pools.get(key)
+        if pool is None:
+            port = parts.port or (443 if secure else 80)
+            pool = UpstreamPool(parts.hostname or "", port, self.upstream_ssl if secure else None)
+            self._pools[key] = pool
+        auth = (("Authorization", f"Bearer {backend.api_key}"),) if backend.api_key else ()
+        state.upstream = UpstreamTarget(pool, parts.path, auth)
+        return state.upstream
+
+    def close_pools(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
 
     def _limits_shared(self, shared: bool, why: str) -> None:
         if shared:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-import aiohttp
-
 from llmops.openai import error_json
+from llmops.router.upstream_http import UpstreamError
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_ERROR_TEXT = {
+    "connect": "cannot connect to",
+    "connect_timeout": "timed out connecting to",
+    "disconnected": "connection closed by",
+    "bad_response": "invalid response from",
+}
 _TIMEOUT_TEXT = {
     "ttfb": "no first byte in time from",
     "idle": "stream went idle from",
@@ -34,14 +38,12 @@ class UpstreamFailure:
 
 def failure_from_exception(exc: BaseException, backend_id: str, phase: str) -> UpstreamFailure:
     """Classify a client-side exception raised while talking to a backend."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        kind, status, text = "connect_timeout", 504, "timed out connecting to"
-    elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, UpstreamError):
+        kind = exc.kind
+        status = 504 if kind == "connect_timeout" else 502
+        text = _ERROR_TEXT.get(kind, "connection error with")
+    elif isinstance(exc, TimeoutError):
         kind, status, text = f"{phase}_timeout", 504, _TIMEOUT_TEXT[phase]
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        kind, status, text = "connect", 502, "cannot connect to"
-    elif isinstance(exc, aiohttp.ServerDisconnectedError):
-        kind, status, text = "disconnected", 502, "connection closed by"
     else:
         kind, status, text = "connection", 502, "connection error with"
     message = f"upstream error: {text} backend {backend_id}"

@@ -7,17 +7,19 @@ when its last byte came (one float per chunk) and a single task sweeps them all.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
-
-import aiohttp
+from typing import Literal, Protocol
 
 Expiry = Literal["idle", "total"]
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class WatchedStream:
     __slots__ = ("deadline", "expired", "last_byte_at", "upstream")
 
-    def __init__(self, upstream: aiohttp.ClientResponse, now: float, total_s: float | None) -> None:
+    def __init__(self, upstream: Closable, now: float, total_s: float | None) -> None:
         self.upstream = upstream
         self.last_byte_at = now
         self.deadline = now + total_s if total_s is not None else None
@@ -29,7 +31,7 @@ class StreamWatchdog:
         self._streams: set[WatchedStream] = set()
         self.idle_s: float | None = None
 
-    def watch(self, upstream: aiohttp.ClientResponse, total_s: float | None) -> WatchedStream:
+    def watch(self, upstream: Closable, total_s: float | None) -> WatchedStream:
         stream = WatchedStream(upstream, asyncio.get_running_loop().time(), total_s)
         self._streams.add(stream)
         return stream
