@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 Picker = Callable[[Sequence[BackendState], random.Random], BackendState]
 
-# Queued requests cost more than running ones: they have not even had their first token.
-WAITING_WEIGHT = 1.0
 # A KV cache near full means preemptions soon; this many requests' worth at 100 %.
 KV_WEIGHT = 4.0
 
@@ -69,14 +67,18 @@ def least_connections(candidates: Sequence[BackendState], rng: random.Random) ->
 
 
 def engine_load(state: BackendState, now: float) -> float | None:
-    """The engine's queue per unit of weight, corrected by the router's in-flight change since
-    the scrape; None when there is no fresh scrape (the caller falls back to in-flight)."""
+    """In-flight requests plus the engine's load from elsewhere, per unit of weight; None
+    without a fresh scrape (the caller falls back to in-flight counts).
+
+    The router's own requests are counted live (in-flight); the engine's queue adds only what
+    the router did not send (other replicas, other clients), so a scrape that is a second old
+    never makes a backend look busier or idler than the router's own live counts say.
+    """
     engine = state.engine
     if engine is None or now > engine.fresh_until:
         return None
-    since_scrape = state.in_flight - engine.in_flight_at_scrape
-    queue = max(float(state.in_flight), engine.running + engine.waiting + since_scrape)
-    load = queue + WAITING_WEIGHT * engine.waiting + KV_WEIGHT * (engine.kv_cache_usage or 0.0)
+    elsewhere = max(0.0, engine.running + engine.waiting - engine.in_flight_at_scrape)
+    load = state.in_flight + elsewhere + KV_WEIGHT * (engine.kv_cache_usage or 0.0)
     return load / state.backend.weight
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -45,7 +45,7 @@ class EngineLoad:
     kv_cache_usage: float | None  # 0..1; None when the engine does not export it
     scraped_at: float  # time.monotonic()
     fresh_until: float  # time.monotonic() after which routing ignores it
-    in_flight_at_scrape: int  # the router's own in-flight count then (to correct for drift)
+    in_flight_at_scrape: int  # the router's own requests among them, then
 
 
 def parse_engine_load(text: str, model: str | None = None) -> tuple[float, float, float | None]:
@@ -146,8 +146,11 @@ class EngineScraper:
         ]
         await asyncio.gather(*(self._scrape(root, states) for root, states in due))
 
-    async def _scrape(self, root_url: str, states: Iterable[BackendState]) -> None:
+    async def _scrape(self, root_url: str, states: list[BackendState]) -> None:
         schedule = self._schedules[root_url]
+        # The router's own share of the engine's queue: the larger of before and after the
+        # read, so requests that finished or started meanwhile are not taken for others'.
+        in_flight_before = {id(s): s.in_flight for s in states}
         try:
             async with self._session.get(f"{root_url}/metrics", timeout=self._timeout) as response:
                 if response.status != 200:
@@ -157,9 +160,8 @@ class EngineScraper:
             fresh_until = scraped_at + STALE_AFTER_INTERVALS * self.interval_s
             for state in states:
                 running, waiting, kv = parse_engine_load(text, state.backend.upstream_model)
-                state.engine = EngineLoad(
-                    running, waiting, kv, scraped_at, fresh_until, state.in_flight
-                )
+                own = max(state.in_flight, in_flight_before[id(state)])
+                state.engine = EngineLoad(running, waiting, kv, scraped_at, fresh_until, own)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
             self._back_off(root_url, schedule, exc)
             return

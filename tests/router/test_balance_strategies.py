@@ -88,10 +88,14 @@ def test_least_load_uses_engine_queues_when_both_are_fresh() -> None:
     assert {least_load([full, empty], random.Random(i)).id for i in range(50)} == {"m@empty"}
 
 
-def test_least_load_corrects_a_scrape_by_the_in_flight_change_since() -> None:
-    target = scraped(state("a", in_flight=2), running=2, waiting=0)
-    target.in_flight = 7  # five more sent since the scrape
-    assert engine_load(target, time.monotonic()) == pytest.approx(7.0)
+def test_least_load_adds_only_the_engine_load_the_router_did_not_send() -> None:
+    # At the scrape the engine ran 10 while this router had 2 in flight: 8 came from elsewhere.
+    target = scraped(state("a", in_flight=2), running=10, waiting=0)
+    target.in_flight = 7  # five more sent since: counted live, not from the old scrape
+    assert engine_load(target, time.monotonic()) == pytest.approx(15.0)
+    # An engine whose queue is all this router's own requests adds nothing to in-flight.
+    own = scraped(state("b", in_flight=6), running=4, waiting=2)
+    assert engine_load(own, time.monotonic()) == pytest.approx(6.0)
 
 
 def test_stale_or_missing_metrics_fall_back_to_in_flight_without_bias() -> None:
