@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import resource
 import signal
 import sys
 import time
@@ -145,6 +146,8 @@ def run(
     result = build_result(
         options, model, records, healths, scheduled_rate=scheduled_rate, interrupted=interrupted
     )
+    coordinator_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["client_health"]["coordinator_max_rss_bytes"] = coordinator_rss
     return RunOutcome(result, records)
 
 

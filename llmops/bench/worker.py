@@ -26,6 +26,7 @@ SNAPSHOT_INTERVAL_S = 0.5
 LOOP_PROBE_INTERVAL_S = 0.05
 #: Sends overdue by this much are dispatched in a burst, yielding to the loop now and then.
 _YIELD_EVERY = 64
+_LONG_WAIT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,6 @@ class _Worker:
     async def run(self) -> tuple[RequestRecords, WorkerHealth]:
         import aiohttp
 
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._on_message)
         cpu_start, wall_start = time.process_time(), perf_counter()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None)
         timeout = aiohttp.ClientTimeout(total=self.plan.timeout_s)
@@ -177,7 +176,6 @@ class _Worker:
                 for task in (*background, *self.tasks):
                     task.cancel()
                 await asyncio.gather(*background, *self.tasks, return_exceptions=True)
-                loop.remove_reader(self.conn.fileno())
         elapsed = perf_counter() - wall_start
         self.health.cpu_percent = 100 * (time.process_time() - cpu_start) / max(elapsed, 1e-9)
         self.health.max_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -186,15 +184,19 @@ class _Worker:
         self.health.stopped = self.stopping.is_set()
         return self.records, self.health
 
-    def _on_message(self) -> None:
-        try:
-            message = self.conn.recv()
-        except EOFError:
-            message = ("stop",)
-        if message[0] == "stop":
-            self.stopping.set()
-            for task in self.tasks:
-                task.cancel()
+    def _check_messages(self) -> None:
+        """Handle a pending ("stop",); polled, since a loop reader would make the pipe
+        non-blocking and break the large final send."""
+        while self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except EOFError:
+                message = ("stop",)
+            if message[0] == "stop":
+                self.stopping.set()
+                for task in self.tasks:
+                    task.cancel()
+                return
 
     async def _dispatch_open_loop(self) -> None:
         plan, t0 = self.plan, self.t0
@@ -203,7 +205,11 @@ class _Worker:
                 return
             due = t0 + offset
             delay = due - perf_counter()
-            if delay > 0:
+            if delay > _LONG_WAIT_S:
+                # A sparse schedule: wait so that a stop request ends the wait at once.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+            elif delay > 0:
                 await asyncio.sleep(delay)
             elif local % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -319,6 +325,7 @@ class _Worker:
             cpu_before, wall_before = cpu_now, wall_now
             self.health.cpu_percent_max = max(self.health.cpu_percent_max, cpu_percent)
             self.conn.send(self._snapshot(wall_now - self.t0, cpu_percent))
+            self._check_messages()
 
     def _snapshot(self, at_s: float, cpu_percent: float) -> Snapshot:
         snapshot = Snapshot(
