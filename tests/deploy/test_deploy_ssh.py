@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,18 @@ async def test_jump_host(ssh_lab: SshLab, tmp_path: Path) -> None:
     client_ip, _, server_ip, server_port = result.stdout.split()
     assert (server_ip, int(server_port)) == (target.address, target.port)
     assert client_ip == jump_node.address or client_ip.startswith("127.")
+
+
+async def test_channels_per_host_are_capped(ssh_lab: SshLab, tmp_path: Path) -> None:
+    # Each command holds a lock directory for a moment: a second command at the same time
+    # finds it taken. With one channel per host, commands never overlap.
+    lock = tmp_path / "lock"
+    argv = ["sh", "-c", 'mkdir "$1" || exit 3; sleep 0.2; rmdir "$1"', "sh", str(lock)]
+    for channels, expect_overlap in ((1, False), (4, True)):
+        spec = spec_for(ssh_lab, tmp_path, max_channels=channels)
+        async with NodeConnections(spec) as connections:
+            results = await asyncio.gather(
+                *(connections.run(spec.nodes[0], argv) for _ in range(4))
+            )
+        overlapped = any(r.exit_status == 3 for r in results)
+        assert overlapped is expect_overlap, (channels, [r.exit_status for r in results])
