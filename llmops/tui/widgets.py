@@ -86,7 +86,21 @@ class BackendsTable(DataTable[Text | str]):
     # DataTable's own enter binding is hidden; this one shows in the footer.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "detail", key_display="⏎"),
+        Binding("right", "scroll_columns(1)", "scroll right", show=False),
+        Binding("left", "scroll_columns(-1)", "scroll left", show=False),
     ]
+
+    def action_scroll_columns(self, direction: int) -> None:
+        """Scroll sideways a whole column at a time: one cell per key press is too slow."""
+        starts, x = [], 0
+        for column in self.ordered_columns:
+            starts.append(x)
+            x += column.get_render_width(self)
+        if direction > 0:
+            target = next((s for s in starts if s > self.scroll_x), self.max_scroll_x)
+        else:
+            target = max((s for s in starts if s < self.scroll_x), default=0)
+        self.scroll_to(x=min(target, self.max_scroll_x), animate=False)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -95,17 +109,31 @@ class BackendsTable(DataTable[Text | str]):
             self.add_column(column, key=column)
 
     def show(self, backends: Sequence[BackendStatus], history: FleetHistory) -> None:
-        selected = self.selected_id()
+        rows = [(backend.id, self._cells(backend, history)) for backend in backends]
+        ids = [backend_id for backend_id, _ in rows]
+        if ids == [row.key.value for row in self.ordered_rows]:
+            # Same rows in the same order (most polls): update in place, which keeps the
+            # cursor and the scroll position where the operator left them.
+            for backend_id, cells in rows:
+                for column, cell in zip(COLUMNS, cells, strict=True):
+                    if self.get_cell(backend_id, column) != cell:
+                        self.update_cell(backend_id, column, cell, update_width=True)
+            return
+        selected, scroll_x, scroll_y = self.selected_id(), self.scroll_x, self.scroll_y
         self.clear()
-        for backend in backends:
-            cells: list[Text | str] = list(backend_cells(backend, history.backend_rps(backend.id)))
-            cells[COLUMNS.index("state")] = state_text(backend.state)
-            if backend.last_error:
-                cells[-1] = Text(str(cells[-1]), style="red")
-            self.add_row(*cells, key=backend.id)
-        ids = [b.id for b in backends]
+        for backend_id, cells in rows:
+            self.add_row(*cells, key=backend_id)
         if selected in ids:
             self.move_cursor(row=ids.index(selected), animate=False)
+        self.scroll_to(scroll_x, scroll_y, animate=False, immediate=True)
+
+    @staticmethod
+    def _cells(backend: BackendStatus, history: FleetHistory) -> list[Text | str]:
+        cells: list[Text | str] = list(backend_cells(backend, history.backend_rps(backend.id)))
+        cells[COLUMNS.index("state")] = state_text(backend.state)
+        if backend.last_error:
+            cells[-1] = Text(str(cells[-1]), style="red")
+        return cells
 
     def selected_id(self) -> str | None:
         if self.row_count == 0:

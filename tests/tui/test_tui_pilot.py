@@ -244,3 +244,26 @@ async def test_backs_off_while_the_router_fails(recorded_router: RecordedRouter)
         recorded_router.status_code = 200
         await wait_until(pilot, lambda: app.health.failures == 0, timeout_s=12)
         assert "STALE" not in screen_text(app)
+
+
+async def test_polls_keep_the_cursor_and_the_sideways_scroll(
+    recorded_router: RecordedRouter,
+) -> None:
+    app = dashboard(recorded_router)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.polls_done >= 1)
+        table = app.query_one(BackendsTable)
+        await pilot.press("down", "down", *["right"] * 4)
+        await wait_until(pilot, lambda: table.scroll_x > 0)
+        await pilot.pause(0.3)  # let the scroll animation settle
+        scroll_x = table.scroll_x
+        assert "RPM" in screen_text(app)  # the columns past 80 columns are reachable
+        recorded_router.data["backends"][0]["in_flight"] = 77  # qwen3-30b-0
+        await next_poll(pilot, app)
+        assert str(table.get_cell("qwen3-30b-0", "infl")) == "77"
+        assert table.scroll_x == scroll_x
+        assert table.selected_id() == "qwen3-30b-0"
+        recorded_router.data["backends"].pop(3)  # a reload removed llama-8b-0
+        await next_poll(pilot, app)
+        assert "llama-8b-0" not in table_ids(app)
+        assert table.selected_id() == "qwen3-30b-0"
