@@ -209,7 +209,7 @@ class Notifier:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as response:
-                answer = await response.content.read(_ANSWER_BYTES)
+                answer = await _read_up_to(response, _ANSWER_BYTES)
                 problem = delivery_problem(hook.config.format, response.status, answer)
                 if problem is None or not (response.status == 429 or response.status >= 500):
                     return problem, None
@@ -218,6 +218,17 @@ class Notifier:
             return f"no answer within {timeout_s:g}s", RETRY_DELAY_S
         except aiohttp.ClientError as exc:
             return _scrub(f"{type(exc).__name__}: {exc}", hook.config.url), RETRY_DELAY_S
+
+
+async def _read_up_to(response: aiohttp.ClientResponse, limit_bytes: int) -> bytes:
+    """The answer's first ``limit_bytes`` (a read returns one chunk; a JSON answer may be two)."""
+    answer = b""
+    while len(answer) < limit_bytes:
+        chunk = await response.content.read(limit_bytes - len(answer))
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def _retry_delay(retry_after: str | None) -> float:

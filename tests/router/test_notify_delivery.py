@@ -195,6 +195,8 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
     failing = await start_receiver(status=500, answer=b"boom")
     hanging = await start_receiver(hang=True)
     dead_url = closed_port_url()
+    # Feishu answers some failures with HTTP 200 and an error code in the body.
+    refusing = await start_receiver(answer=b'{"code":19021,"msg":"sign match fail"}')
     url = await start_router(
         router_config(
             [("m", s.url) for s in sims],
@@ -203,6 +205,7 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
                     {"url": failing.url, "min_interval": 0},
                     {"url": hanging.url, "format": "slack", "min_interval": 0},
                     {"url": dead_url, "format": "wecom", "min_interval": 0},
+                    {"url": refusing.url, "format": "feishu", "min_interval": 0},
                 ],
                 "batch_window": 0,
                 "timeout": 0.3,
@@ -227,16 +230,18 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
     assert statuses == [200] * 30
 
     await hanging.wait_for_attempts(6)  # 3 deliveries, each retried
-    failing_host, hanging_host, dead_host = (
-        u.split(TOKEN_PATH)[0] for u in (failing.url, hanging.url, dead_url)
+    failing_host, hanging_host, dead_host, refusing_host = (
+        u.split(TOKEN_PATH)[0] for u in (failing.url, hanging.url, dead_url, refusing.url)
     )
-    warnings = await logged(caplog, logging.WARNING, lambda ms: len(ms) >= 3)
+    warnings = await logged(caplog, logging.WARNING, lambda ms: len(ms) >= 4)
     problems = {
         failing_host: "HTTP 500: boom",
         hanging_host: "no answer within 0.3s",
         dead_host: "ClientConnectorError: Cannot connect to host",
+        refusing_host: "code 19021: sign match fail",
     }
-    assert len(warnings) == 3
+    assert len(warnings) == 4
+    assert refusing.attempts == 3  # a refusal in the body is not retried
     for host, problem in problems.items():
         [warning] = [w for w in warnings if w.startswith(f"webhook {host}: ")]
         assert warning.startswith(f"webhook {host}: delivery failed ({problem}")
