@@ -1,0 +1,196 @@
+"""The proxy's HTTP/1.1 client against raw-socket servers that answer byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmops.router.upstream_http import (
+    UpstreamBodyError,
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamPool,
+    UpstreamProtocolError,
+    encode_head,
+)
+
+Answer = Callable[[bytes], list[bytes]]  # request bytes -> what to write back, piece by piece
+
+
+class RawServer:
+    """Answers each request with canned bytes, written piece by piece."""
+
+    def __init__(self, answer: Answer, close_after: bool = False) -> None:
+        self.answer, self.close_after = answer, close_after
+        self.requests: list[bytes] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lengths = [
+                    line
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ]
+                body = await reader.readexactly(int(lengths[0].split(b":")[1]) if lengths else 0)
+                self.requests.append(head + body)
+                for piece in self.answer(head + body):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        for writer in self._writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[RawServer, int]]]]:
+    started: list[RawServer] = []
+
+    async def start(answer: Answer, close_after: bool = False) -> tuple[RawServer, int]:
+        server = RawServer(answer, close_after)
+        started.append(server)
+        return server, await server.start()
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+async def roundtrip(
+    pool: UpstreamPool, body: bytes = b"{}"
+) -> tuple[int, list[tuple[str, str]], bytes, bool]:
+    connection = await pool.acquire(1.0)
+    try:
+        head = encode_head(
+            "POST", "/v1/chat/completions", pool.host_header, [("x-a", "1")], len(body)
+        )
+        connection.send(head, body)
+        await connection.response_head()
+        payload = await connection.read_body()
+    except BaseException:
+        connection.close()
+        raise
+    answer = (connection.status, connection.headers, payload, connection.reusable)
+    connection.release()  # resets the connection for its next request
+    return answer
+
+
+def chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+
+
+StartRaw = Callable[..., Awaitable[tuple[RawServer, int]]]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8),
+    cuts=st.lists(st.integers(min_value=1, max_value=500), max_size=10),
+)
+async def test_chunked_bodies_decode_whatever_the_packet_boundaries(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n"
+        + chunked(pieces)
+    )
+    packets, position = [], 0
+    for cut in sorted(set(cuts)):
+        if position < cut < len(raw):
+            packets.append(raw[position:cut])
+            position = cut
+    packets.append(raw[position:])
+    server = RawServer(lambda _: packets)
+    port = await server.start()
+    pool = UpstreamPool("127.0.0.1", port, None)
+    try:
+        status, _, payload, reusable = await roundtrip(pool)
+        assert (status, payload, reusable) == (200, b"".join(pieces), True)
+        status, _, payload, _ = await roundtrip(pool)  # on the same, reused connection
+        assert payload == b"".join(pieces)
+        assert pool.idle_count == 1
+    finally:
+        pool.close()
+        await server.stop()
+
+
+async def test_content_length_head_and_request_bytes(raw_server: StartRaw) -> None:
+    server, port = await raw_server(
+        lambda _: [b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-Up: yes\r\n\r\nhel", b"lo"]
+    )
+    pool = UpstreamPool("127.0.0.1", port, None)
+    status, headers, payload, reusable = await roundtrip(pool, b'{"a": 1}')
+    pool.close()
+    assert (status, payload, reusable) == (201, b"hello", True)
+    assert ("X-Up", "yes") in headers
+    assert server.requests[0] == (
+        b'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-a: 1\r\nContent-Length: 8\r\n\r\n{"a": 1}'
+        % port
+    )
+
+
+async def test_interim_100_and_body_until_close(raw_server: StartRaw) -> None:
+    _, port = await raw_server(
+        lambda _: [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall",
+            b" of it",
+        ],
+        close_after=True,
+    )
+    status, _, payload, reusable = await roundtrip(UpstreamPool("127.0.0.1", port, None))
+    assert (status, payload, reusable) == (200, b"all of it", False)
+
+
+async def test_broken_answers_raise_the_right_errors(raw_server: StartRaw) -> None:
+    _, port = await raw_server(lambda _: [b"SMTP ready\r\n\r\n"])
+    with pytest.raises(UpstreamProtocolError):
+        await roundtrip(UpstreamPool("127.0.0.1", port, None))
+    _, port = await raw_server(lambda _: [], close_after=True)
+    with pytest.raises(UpstreamDisconnected):
+        await roundtrip(UpstreamPool("127.0.0.1", port, None))
+    _, port = await raw_server(
+        lambda _: [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"], close_after=True
+    )
+    with pytest.raises(UpstreamBodyError):
+        await roundtrip(UpstreamPool("127.0.0.1", port, None))
+    with pytest.raises(UpstreamConnectError):
+        await UpstreamPool("127.0.0.1", 9, None).acquire(1.0)
+
+
+async def test_a_slow_reader_pauses_the_socket(raw_server: StartRaw) -> None:
+    megabyte = b"x" * (1024 * 1024)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * len(megabyte))
+    _, port = await raw_server(lambda _: [head] + [megabyte] * 8)
+    pool = UpstreamPool("127.0.0.1", port, None)
+    connection = await pool.acquire(1.0)
+    connection.send(encode_head("POST", "/", pool.host_header, [], 0), b"")
+    await connection.response_head()
+    await asyncio.sleep(0.3)  # the server writes as fast as it can while nobody reads
+    buffered = sum(len(piece) for piece in connection._body)
+    assert buffered < 2 * 1024 * 1024  # paused near the high-water mark, not 8 MiB
+    assert len(await connection.read_body()) == 8 * len(megabyte)
+    connection.release()
+    pool.close()
