@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,7 +61,10 @@ async def test_each_format_reports_a_real_health_change(
     sim = await start_sim(model="m")
     formats = ["generic", "slack", "wecom", "feishu"]
     receivers = {fmt: await start_receiver() for fmt in formats}
-    webhooks = [{"url": receivers[f].url, "format": f, "min_interval": 0} for f in formats]
+    webhooks: list[dict[str, Any]] = [
+        {"url": receivers[f].url, "format": f, "min_interval": 0} for f in formats
+    ]
+    webhooks[0] |= {"headers": {"Authorization": "Bearer hook-token"}, "secret": "s3cret"}
     await start_router(
         router_config(
             [("m", sim.url)],
@@ -79,11 +84,13 @@ async def test_each_format_reports_a_real_health_change(
     for fmt, receiver in receivers.items():
         down, up = receiver.deliveries[:2]
         for delivery in (down, up):
-            assert (
-                delivery.path_qs == f"{TOKEN_PATH}?{TOKEN_QUERY}"
-            )  # the URL exactly as configured
+            assert delivery.path_qs == f"{TOKEN_PATH}?{TOKEN_QUERY}"  # the URL as configured
             assert delivery.headers["Content-Type"] == "application/json"
         if fmt == "generic":
+            assert down.headers["Authorization"] == "Bearer hook-token"
+            stamp = down.headers["X-Llmops-Timestamp"]
+            mac = hmac.new(b"s3cret", f"{stamp}.".encode() + down.raw, hashlib.sha256)
+            assert down.headers["X-Llmops-Signature"] == f"sha256={mac.hexdigest()}"
             assert down.body["source"] == "llmops"
             [event] = down.body["events"]
             assert (event["kind"], event["level"], event["backend"]) == (
