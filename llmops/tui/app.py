@@ -100,7 +100,7 @@ class DashboardApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        await self.client.__aenter__()
+        self.client.open()
         self.query_one("#models").border_title = "models"
         self.query_one("#events").border_title = "events"
         self.query_one(BackendsTable).focus()

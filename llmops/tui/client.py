@@ -43,10 +43,15 @@ class RouterClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RouterClient:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S), headers=self._headers
-        )
+        self.open()
         return self
+
+    def open(self) -> None:
+        """Create the session; must run inside the event loop that will use it."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S), headers=self._headers
+            )
 
     async def __aexit__(
         self,

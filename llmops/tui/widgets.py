@@ -14,6 +14,7 @@ from llmops.tui.history import FleetHistory
 from llmops.tui.rows import COLUMNS, STATE_COLOURS, backend_cells
 from llmops.tui.snapshot import BackendStatus, RouterEvent
 
+ENGINE_STALE_S = 15.0
 LEVEL_STYLES = {"error": "bold red", "warning": "yellow", "warn": "yellow", "info": ""}
 LEVEL_WORDS = {"error": "err", "warning": "warn", "critical": "crit", "debug": "dbg"}
 
@@ -131,6 +132,12 @@ class BackendsTable(DataTable[Text | str]):
     def _cells(backend: BackendStatus, history: FleetHistory) -> list[Text | str]:
         cells: list[Text | str] = list(backend_cells(backend, history.backend_rps(backend.id)))
         cells[COLUMNS.index("state")] = state_text(backend.state)
+        age_s = backend.engine.age_s
+        if age_s is not None and age_s > ENGINE_STALE_S:
+            # Old numbers from an engine that stopped answering its metrics scrape.
+            for column in ("run/wait", "KV"):
+                index = COLUMNS.index(column)
+                cells[index] = Text(str(cells[index]), style="dim")
         if backend.last_error:
             cells[-1] = Text(str(cells[-1]), style="red")
         return cells

@@ -62,6 +62,12 @@ async def test_state_cells_carry_their_colour(recorded_router: RecordedRouter) -
             "ejected": "bold magenta",
             "probing": "bold cyan",
         }
+        # llama-8b-0's engine was last scraped 12.5 s ago: not yet dimmed; later it is.
+        assert str(table.get_cell("llama-8b-0", "KV")) == "0%"
+        recorded_router.data["backends"][3]["engine"]["age_s"] = 40.0  # type: ignore[index]
+        await next_poll(pilot, app)
+        kv = table.get_cell("llama-8b-0", "KV")
+        assert isinstance(kv, Text) and kv.style == "dim" and kv.plain == "0%"
 
 
 async def test_no_color_still_names_every_state(
