@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,15 +114,29 @@ async def test_jump_host(ssh_lab: SshLab, tmp_path: Path) -> None:
 
 
 async def test_channels_per_host_are_capped(ssh_lab: SshLab, tmp_path: Path) -> None:
-    # Each command holds a lock directory for a moment: a second command at the same time
-    # finds it taken. With one channel per host, commands never overlap.
-    lock = tmp_path / "lock"
-    argv = ["sh", "-c", 'mkdir "$1" || exit 3; sleep 0.2; rmdir "$1"', "sh", str(lock)]
-    for channels, expect_overlap in ((1, False), (4, True)):
+    # Each command registers itself in a directory, waits (up to a limit) until it sees all
+    # four, and reports the most it saw at once.
+    program = """
+import os, sys, time
+directory, want, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+mine = os.path.join(directory, str(os.getpid()))
+open(mine, "w").close()
+deadline = time.monotonic() + limit
+seen = len(os.listdir(directory))
+while seen < want and time.monotonic() < deadline:
+    time.sleep(0.02)
+    seen = max(seen, len(os.listdir(directory)))
+if seen < want:  # left when it saw everyone, so the slower ones still see it
+    os.remove(mine)
+print(seen)
+"""
+    for channels, limit_s in ((1, 0.3), (4, 10.0)):
+        directory = tmp_path / f"running-{channels}"
+        directory.mkdir()
+        argv = [sys.executable, "-S", "-c", program, str(directory), "4", str(limit_s)]
         spec = spec_for(ssh_lab, tmp_path, max_channels=channels)
         async with NodeConnections(spec) as connections:
             results = await asyncio.gather(
                 *(connections.run(spec.nodes[0], argv) for _ in range(4))
             )
-        overlapped = any(r.exit_status == 3 for r in results)
-        assert overlapped is expect_overlap, (channels, [r.exit_status for r in results])
+        assert max(int(r.stdout) for r in results) == channels
