@@ -18,7 +18,12 @@ from llmops.config.secrets_check import secrets_warnings
 from llmops.errors import RouterError
 from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
 from llmops.router.events import EventKind
-from llmops.router.guard import GuardedSite, admin_refusal, protocol_options
+from llmops.router.guard import (
+    GuardedSite,
+    admin_refusal,
+    escapes_api_root,
+    protocol_options,
+)
 from llmops.router.health import admit_new_backends, run_health_checks
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
@@ -145,6 +150,8 @@ def _admin(handler: _Handler) -> _Handler:
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
+    if escapes_api_root(request.raw_path):
+        return json_error(400, "the path must not contain . or .. segments", "invalid_path")
     return await proxy_request(request, request.app[ROUTER])
 
 

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import ssl
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -44,6 +45,16 @@ def is_loopback(peer: str | None) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def escapes_api_root(raw_path: str) -> bool:
+    """Whether a request path has dot segments (also percent-encoded) or backslashes: a
+    backend or a proxy in front of it may resolve them to a path outside ``/v1``."""
+    path = raw_path.partition("?")[0]
+    if "." not in path and "%" not in path and "\\" not in path:
+        return False  # the usual path: nothing to decode or resolve
+    decoded = unquote(path)
+    return "\\" in decoded or any(part in (".", "..") for part in decoded.split("/"))
 
 
 def admin_refusal(
