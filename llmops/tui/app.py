@@ -99,7 +99,7 @@ class DashboardApp(App[None]):
         yield FilterInput(placeholder="filter: words to match in any column", id="filter")
         yield Footer()
 
-    async def on_mount(self) -> None:
+    def on_mount(self) -> None:
         self.client.open()
         self.query_one("#models").border_title = "models"
         self.query_one("#events").border_title = "events"
@@ -126,10 +126,11 @@ class DashboardApp(App[None]):
         if self._polling:
             self._poll_again = True
         else:
+            # Set before the worker starts, so a second call in the same tick cannot start two.
+            self._polling = True
             self.run_worker(self._poll(), group="poll")
 
     async def _poll(self) -> None:
-        self._polling = True
         try:
             snapshot = await self.client.fetch_status()
         except DashboardError as exc:

@@ -235,6 +235,8 @@ async def test_polls_never_overlap_even_when_the_router_is_slow(
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(10):  # impatient keys while a poll is in flight
             await pilot.press("r")
+        for _ in range(5):  # and calls within one tick, before any worker has started
+            app.poll_now()
         await wait_until(pilot, lambda: app.polls_done >= 4)
         assert recorded_router.max_concurrent == 1
 
