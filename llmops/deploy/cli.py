@@ -85,9 +85,9 @@ def _finish(result: RunResult, console: Console, verb: str) -> None:
         elif getattr(error, "node", None) not in reported_nodes:
             console.print(f"[bold red]error[/]: {error}", highlight=False)
     if result.backend_file is not None:
-        ready = sum(1 for o in result.outcomes.values() if o.ready)
         console.print(
-            f"router backend file: {result.backend_file} ({ready} ready here)", highlight=False
+            f"router backend file: {result.backend_file} ({result.backends_written} ready)",
+            highlight=False,
         )
     failed = sum(1 for o in result.outcomes.values() if o.error is not None)
     if result.failed:
@@ -199,7 +199,8 @@ def stop(
     from llmops.deploy.progress import Progress
 
     async def work(deployer: Deployer, console: Console) -> RunResult:
-        with Progress(console) as progress:
+        placed = await deployer.plan()
+        with Progress(console, placed.select(instances or [])) as progress:
             deployer.report = progress
             return await deployer.stop(instances or [])
 

@@ -44,6 +44,7 @@ class RunResult:
     outcomes: dict[str, Outcome]
     node_errors: dict[str, NodeError] = field(default_factory=dict)
     backend_file: Path | None = None
+    backends_written: int = 0  # ready instances listed in the backend file
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -224,6 +225,7 @@ class Deployer:
         path = self.loaded.path.parent / self.spec.router_config
         write_backend_file(path, ready, self.loaded.raw_api_keys)
         result.backend_file = path
+        result.backends_written = len(ready)
 
     # -- stop, status, logs -----------------------------------------------------------------
 
@@ -296,6 +298,8 @@ class Deployer:
                 found.append({"node": node.host, **event})
 
         await self._each_node(result, selected, node_logs)
+        order = {i.name: index for index, i in enumerate(plan.instances)}
+        found.sort(key=lambda entry: order.get(entry["instance"], len(order)))
         return found, result
 
     async def follow_logs(
