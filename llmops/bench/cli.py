@@ -29,8 +29,8 @@ class _Ui(enum.StrEnum):
     none = "none"
 
 
+# No help= here: the callback's docstring (with its examples) is the help of `llmops bench`.
 app = typer.Typer(
-    help="Load-test an OpenAI-compatible endpoint with vLLM-compatible metrics.",
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

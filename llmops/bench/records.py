@@ -8,9 +8,6 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
-#: Error classes a request can end in ("" is success).
-ERROR_CLASSES = ("connect", "timeout", "http_4xx", "http_5xx", "stream_error", "client_error")
-
 
 @dataclass(slots=True)
 class RequestRecords:

@@ -40,7 +40,7 @@ def build_result(
         rate_capped=options.concurrency is not None,
         peak_in_flight=peak_in_flight(records),
     )
-    ok = [bool(e) is False for e in measured.errors]
+    ok = [not error for error in measured.errors]
     from_usage = [measured.tokens_from_usage[row] for row, good in enumerate(ok) if good]
     result: dict[str, Any] = {
         "date": datetime.now().strftime("%Y%m%d-%H%M%S"),
