@@ -85,7 +85,10 @@ class Notifier:
                 try:
                     while True:
                         await self._wait_for_batch()
-                        await self._dispatch(session, self._take_batch())
+                        try:
+                            await self._dispatch(session, self._take_batch())
+                        except Exception:  # a bug here must not end webhooks for good
+                            log.exception("webhooks: a batch could not be delivered")
                 except asyncio.CancelledError:
                     # The router is stopping: what is queued or held still goes out, briefly.
                     self._closed = True
@@ -218,6 +221,8 @@ class Notifier:
             return f"no answer within {timeout_s:g}s", RETRY_DELAY_S
         except aiohttp.ClientError as exc:
             return _scrub(f"{type(exc).__name__}: {exc}", hook.config.url), RETRY_DELAY_S
+        except ValueError as exc:  # a header aiohttp refuses to send: retrying cannot help
+            return _scrub(f"{type(exc).__name__}: {exc}", hook.config.url), None
 
 
 async def _read_up_to(response: aiohttp.ClientResponse, limit_bytes: int) -> bytes:

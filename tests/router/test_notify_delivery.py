@@ -204,6 +204,7 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
     dead_url = closed_port_url()
     # Feishu answers some failures with HTTP 200 and an error code in the body.
     refusing = await start_receiver(answer=b'{"code":19021,"msg":"sign match fail"}')
+    never_reached = await start_receiver()  # its header cannot be sent
     url = await start_router(
         router_config(
             [("m", s.url) for s in sims],
@@ -213,6 +214,11 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
                     {"url": hanging.url, "format": "slack", "min_interval": 0},
                     {"url": dead_url, "format": "wecom", "min_interval": 0},
                     {"url": refusing.url, "format": "feishu", "min_interval": 0},
+                    {
+                        "url": never_reached.url,
+                        "headers": {"X-Key": "k\r\nX: y"},
+                        "min_interval": 0,
+                    },
                 ],
                 "batch_window": 0,
                 "timeout": 0.3,
@@ -237,17 +243,20 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
     assert statuses == [200] * 30
 
     await hanging.wait_for_attempts(6)  # 3 deliveries, each retried
-    failing_host, hanging_host, dead_host, refusing_host = (
-        u.split(TOKEN_PATH)[0] for u in (failing.url, hanging.url, dead_url, refusing.url)
+    failing_host, hanging_host, dead_host, refusing_host, never_host = (
+        u.split(TOKEN_PATH)[0]
+        for u in (failing.url, hanging.url, dead_url, refusing.url, never_reached.url)
     )
-    warnings = await logged(caplog, logging.WARNING, lambda ms: len(ms) >= 4)
+    warnings = await logged(caplog, logging.WARNING, lambda ms: len(ms) >= 5)
     problems = {
         failing_host: "HTTP 500: boom",
         hanging_host: "no answer within 0.3s",
         dead_host: "ClientConnectorError: Cannot connect to host",
         refusing_host: "code 19021: sign match fail",
+        never_host: "ValueError: Forbidden control character detected in headers",
     }
-    assert len(warnings) == 4
+    assert len(warnings) == 5
+    assert never_reached.attempts == 0
     assert refusing.attempts == 3  # a refusal in the body is not retried
     for host, problem in problems.items():
         [warning] = [w for w in warnings if w.startswith(f"webhook {host}: ")]
