@@ -193,7 +193,7 @@ class DashboardApp(App[None]):
             banner.add_class("paused")
         elif self.health.stale:
             retry_s = self.health.next_delay_s()
-            banner.update(Text(f"{self.health.describe()} (retrying every {retry_s:.0f}s)"))
+            banner.update(Text(f"{self.health.describe()} (next try in {retry_s:.0f}s)"))
             banner.add_class("stale")
 
     # --- actions ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ declares another schema version, is refused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -255,15 +256,19 @@ def _int_str(value: object) -> str | None:
 def _int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    # Beyond 64 bits it is garbage, not a counter; it would also overflow float formatting.
+    if isinstance(value, int) and abs(value) < 2**63:
+        return value
     return None
 
 
 def _float(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
-    return number if number == number and abs(number) != float("inf") else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmops.errors import DashboardError
 from llmops.tui import text
@@ -121,6 +123,15 @@ def test_wrong_types_become_unknown_instead_of_crashing() -> None:
     assert snap.backends[0].engine.kv_cache_usage == pytest.approx(0.63)  # percent tolerated
     assert len(snap.events) == 1
     assert snap.events[0].at == 1795305600.0 and snap.events[0].level == "warn"
+
+
+def test_numbers_beyond_64_bits_are_unknown() -> None:
+    huge = 10**400
+    snap = parse_status(
+        {"version": 1, "totals": {"requests": huge, "rps": huge, "errors": 1e300}}, 0.0
+    )
+    assert snap.totals.requests is None and snap.totals.rps is None
+    assert snap.totals.errors is None
 
 
 def test_event_time_in_milliseconds_is_read_as_seconds() -> None:
@@ -371,3 +382,45 @@ def test_normalize_url(given: str, normal: str) -> None:
 def test_normalize_url_refuses(bad: str) -> None:
     with pytest.raises(DashboardError, match="--url"):
         normalize_url(bad)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, -(10**400), 2**63])
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELDS = ("router", "totals", "models", "backends", "events")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.fixed_dictionaries({}, optional={f: JSON for f in FIELDS}),
+    backend=st.dictionaries(
+        st.sampled_from(
+            ["id", "model", "url", "state", "requests", "rpm", "latency_ms", "engine", "last_error"]
+        ),
+        JSON,
+    ),
+)
+def test_any_json_in_any_field_parses_and_renders(
+    parts: dict[str, object], backend: dict[str, object]
+) -> None:
+    data = {"version": 1, **parts}
+    if isinstance(data.get("backends"), list):
+        data["backends"] = [*data["backends"], backend]  # type: ignore[list-item]
+    history = FleetHistory()
+    for at in (1.0, 2.0):
+        snap = parse_status(data, received_at=at)
+        history.record(snap)
+    for item in snap.backends:
+        cells = backend_cells(item, history.backend_rps(item.id))
+        assert len(cells) == len(COLUMNS) and all(isinstance(c, str) for c in cells)
+    for key in SORT_KEYS:
+        visible_backends(snap.backends, history, "a b", key)
