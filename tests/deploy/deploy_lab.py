@@ -137,7 +137,9 @@ def _write_standins(directory: Path) -> None:
     (directory / "python3").symlink_to(sys.executable)
 
 
-def start_ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
+def start_ssh_lab(
+    tmp_path_factory: pytest.TempPathFactory, addresses: tuple[str, ...] = NODE_ADDRESSES
+) -> Iterator[SshLab]:
     """Start both nodes' sshd (generator for a session fixture); stops them at the end."""
     sshd = "/usr/sbin/sshd"
     if not os.path.exists(sshd) or os.geteuid() != 0:
@@ -163,7 +165,7 @@ def start_ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
     path = f"{standins}:/usr/local/bin:/usr/bin:/bin"
     nodes, processes, known = [], [], []
     try:
-        for address in NODE_ADDRESSES:
+        for address in addresses:
             port = free_port(address)
             config = root / f"sshd_{address}.conf"
             config.write_text(
@@ -171,7 +173,7 @@ def start_ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
                 f"PidFile {root / f'sshd_{address}.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nMaxSessions 10\nMaxStartups 100\nLogLevel ERROR\n"
-                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir} STANDIN_GPUS={STANDIN_GPUS[address]}\n"
+                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir} STANDIN_GPUS={STANDIN_GPUS.get(address, 1)}\n"
             )
             log = root / f"sshd_{address}.log"
             with log.open("wb") as log_file:
