@@ -18,6 +18,7 @@ class NodeError(DeployError):
 
     def __init__(self, node: str, message: str) -> None:
         self.node = node
+        self.reason = message
         super().__init__(f"node {node}: {message}")
 
 

@@ -102,7 +102,7 @@ class Deployer:
         result = RunResult(plan, {i.name: Outcome(i) for i in instances}, dict(self._node_errors))
         for instance in instances:
             if instance.node in result.node_errors:
-                self._fail(result, instance, str(result.node_errors[instance.node]))
+                self._fail(result, instance, result.node_errors[instance.node].reason)
         return result
 
     def _fail(
@@ -136,7 +136,7 @@ class Deployer:
                 result.node_errors[node.host] = exc
                 for instance in mine:
                     if result.outcomes[instance.name].error is None:
-                        self._fail(result, instance, str(exc).removeprefix(f"node {node.host}: "))
+                        self._fail(result, instance, exc.reason)
 
         groups: dict[str, list[Instance]] = {}
         for node in self.spec.nodes if every_node else ():
@@ -307,7 +307,6 @@ class Deployer:
     ) -> RunResult:
         """Stream new log lines of the instances (``tail -F`` on each node) until cancelled."""
         found, result = await self.logs(names, lines=0)
-        by_name = {i.name: i for i in result.plan.instances}
 
         async def follow(entry: dict[str, Any]) -> None:
             node = self._nodes[entry["node"]]
@@ -315,8 +314,7 @@ class Deployer:
             async for line in self.connections.stream(node, argv):
                 emit(entry["instance"], line.rstrip("\n"))
 
-        tasks = [follow(entry) for entry in found if entry["instance"] in by_name]
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = await asyncio.gather(*(follow(e) for e in found), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, NodeError):
                 result.node_errors[outcome.node] = outcome
@@ -347,7 +345,10 @@ class Deployer:
                     lambda node, mine: self._rolling_one(result, node, mine[0], drain),
                 )
                 if result.outcomes[instance.name].error is not None:
-                    break  # taking more instances down while one is broken would lose capacity
+                    # Taking more instances down while one is broken would lose capacity.
+                    for later in selected[selected.index(instance) + 1 :]:
+                        self._set(result, later.name, "skipped", "an earlier instance failed")
+                    break
         await self._write_backends(result)
         return result
 

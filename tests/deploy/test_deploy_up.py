@@ -133,6 +133,16 @@ async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
         found, _ = await run(spec_path, "logs", [names[2]], lines=5)
         assert [f["instance"] for f in found] == [names[2]]
         assert "llmops sim: serving beta (sglang)" in found[0]["log"]
+
+        # Restarting one instance by name touches only that one.
+        again = await run(spec_path, "restart", [names[2]])
+        assert not again.errors, [str(e) for e in again.errors]
+        assert {e["instance"]: e["action"] for e in again.events if "action" in e} == {
+            names[2]: "restarted"
+        }
+        assert again.outcomes[names[2]].ready
+        restarted = {**restarted, **pids(again)}
+        assert len(yaml.safe_load(backend_file.read_text())["model_list"]) == 3  # others probed
     finally:
         stopped = await run(spec_path, "stop")
     assert not stopped.errors, [str(e) for e in stopped.errors]
