@@ -89,7 +89,7 @@ class LimitsConfig:
     redis_url: str | None = None
     key_rpm: int | None = field(default=None, metadata={"check": positive})
     key_tpm: int | None = field(default=None, metadata={"check": positive})
-    wait_s: float = field(default=0.0, metadata={"check": non_negative})  # queue before a 429
+    wait_s: float = field(default=1.0, metadata={"check": non_negative})  # queue before a 429
     window_s: float = field(default=60.0, metadata={"check": positive})  # 60 = per minute
     redis_timeout_s: float = field(default=0.25, metadata={"check": positive})
 

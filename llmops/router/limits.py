@@ -361,9 +361,9 @@ async def acquire_backend(
                 return None
             soonest = min(limited.values(), key=lambda v: v.retry_after_s)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if soonest.retry_after_s > remaining:  # no room before the wait is over: say so now
                 return soonest
-            await asyncio.sleep(max(0.01, min(soonest.retry_after_s, remaining)))
+            await asyncio.sleep(max(0.01, soonest.retry_after_s))
             limited.clear()
             continue
         target = backend.backend

@@ -95,7 +95,7 @@ async def test_two_routers_sharing_redis_enforce_one_key_limit(
     config = router_config(
         [("m", sim.url)],
         auth={"tokens": ["alice"]},
-        limits={"redis_url": redis_server.url, "key_rpm": 6, "window_s": 30.0},
+        limits={"redis_url": redis_server.url, "key_rpm": 6, "window_s": 30.0, "wait_s": 0},
     )
     first, second = await start_router(config), await start_router(config)
     statuses = await asyncio.gather(
@@ -117,7 +117,12 @@ async def test_backend_rpm_is_shared_and_redis_loss_falls_back_to_local_limits(
     sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
     config = router_config(
         [limited_backend(sim.url, rpm_limit=4)],
-        limits={"redis_url": redis_server.url, "window_s": 30.0, "redis_timeout_s": 0.5},
+        limits={
+            "redis_url": redis_server.url,
+            "window_s": 30.0,
+            "redis_timeout_s": 0.5,
+            "wait_s": 0,
+        },
     )
     first, second = await start_router(config), await start_router(config)
     codes = [(await post(http, url, CHAT))[0] for url in (first, second, first, second) * 2]

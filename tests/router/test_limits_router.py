@@ -35,7 +35,7 @@ async def test_backend_rpm_limit_holds_per_window_then_429_with_headers(
     start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
 ) -> None:
     sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
-    limits = {"window_s": 2.0}
+    limits = {"window_s": 2.0, "wait_s": 0}
     url = await start_router(router_config([limited_backend(sim.url, rpm_limit=5)], limits=limits))
     results = await asyncio.gather(*(post(http, url, CHAT) for _ in range(12)))
     statuses = sorted(status for status, _h, _b in results)
@@ -83,7 +83,7 @@ async def test_key_rpm_limits_each_api_key_separately(
     config = router_config(
         [("m", sim.url)],
         auth={"tokens": ["alice", "bob"]},
-        limits={"key_rpm": 3, "window_s": 5.0},
+        limits={"key_rpm": 3, "window_s": 5.0, "wait_s": 0},
     )
     url = await start_router(config)
     alice = [(await post(http, url, CHAT, "alice"))[0] for _ in range(5)]
@@ -113,7 +113,9 @@ async def test_tpm_counts_reported_usage_and_hides_the_usage_chunk_it_asked_for(
 ) -> None:
     sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
     url = await start_router(
-        router_config([limited_backend(sim.url, tpm_limit=40)], limits={"window_s": 30.0})
+        router_config(
+            [limited_backend(sim.url, tpm_limit=40)], limits={"window_s": 30.0, "wait_s": 0}
+        )
     )
     stream = {**CHAT, "stream": True, "max_tokens": 10, "ignore_eos": True}
     status, payloads = await read_stream(http, url, stream)
