@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -21,7 +20,7 @@ from llmops.tui import text
 from llmops.tui.client import RouterClient
 from llmops.tui.history import FleetHistory
 from llmops.tui.rows import SORT_KEYS, next_sort, visible_backends
-from llmops.tui.screens import BackendScreen, ConfirmScreen, HelpScreen
+from llmops.tui.screens import BackendScreen, ConfirmScreen, HelpScreen, show_notice
 from llmops.tui.staleness import PollHealth
 from llmops.tui.widgets import (
     BackendsTable,
@@ -38,9 +37,9 @@ class DashboardApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     CSS = """
     Totals { height: 2; padding: 0 1; }
-    #banner { height: 1; padding: 0 1; display: none; }
-    #banner.stale { display: block; background: $error; color: $text; text-style: bold; }
-    #banner.paused { display: block; background: $warning; color: $text; text-style: bold; }
+    .banner { height: 1; padding: 0 1; display: none; }
+    .banner.stale { display: block; background: $error; color: $text; text-style: bold; }
+    .banner.paused { display: block; background: $warning; color: $text; text-style: bold; }
     #trends { height: 1; }
     .trend { height: 1; width: 1fr; padding: 0 1; }
     #backends { height: 1fr; min-height: 5; border: round $primary; border-title-align: left; }
@@ -87,7 +86,7 @@ class DashboardApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Totals(id="totals")
-        yield Static(id="banner")
+        yield Static(id="banner", classes="banner")
         with Horizontal(id="trends"):
             yield Trend("req/s", id="trend-rps")
             yield Trend("TTFT p50", id="trend-ttft")
@@ -173,7 +172,7 @@ class DashboardApp(App[None]):
         self.query_one(ModelsTable).show(self.history)
         self.query_one(EventsPane).show(self.history)
         if isinstance(self.screen, BackendScreen) and self.screen.is_mounted:
-            self.screen.show(self.history)
+            self.screen.show(self.history, self.notice())
 
     def _render_backends(self) -> None:
         table = self.query_one(BackendsTable)
@@ -185,16 +184,19 @@ class DashboardApp(App[None]):
             title += f" · filter: {self.query_text}"
         table.border_title = title
 
-    def _render_banner(self) -> None:
-        banner = self.query_one("#banner", Static)
-        banner.set_classes("")
+    def notice(self) -> tuple[str, str] | None:
+        """(kind, text) of the banner every screen shows: paused, or stale since when."""
         if self.paused_at is not None:
-            banner.update(f"PAUSED at {text.clock(self.paused_at)}: p resumes")
-            banner.add_class("paused")
-        elif self.health.stale:
+            return "paused", f"PAUSED at {text.clock(self.paused_at)}: p resumes"
+        if self.health.stale:
             retry_s = self.health.next_delay_s()
-            banner.update(Text(f"{self.health.describe()} (next try in {retry_s:.0f}s)"))
-            banner.add_class("stale")
+            return "stale", f"{self.health.describe()} (next try in {retry_s:.0f}s)"
+        return None
+
+    def _render_banner(self) -> None:
+        show_notice(self.query_one("#banner", Static), self.notice())
+        if isinstance(self.screen, BackendScreen) and self.screen.is_mounted:
+            show_notice(self.screen.query_one("#detail-banner", Static), self.notice())
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class DashboardApp(App[None]):
         backend_id = self.query_one(BackendsTable).selected_id()
         if backend_id is None:
             return
-        self.push_screen(BackendScreen(backend_id, self.history))
+        self.push_screen(BackendScreen(backend_id, self.history, self.notice))
 
     def action_drain(self) -> None:
         self._ask_drain(drain=True)

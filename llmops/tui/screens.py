@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -31,6 +32,15 @@ HELP = """\
 
 Unknown values show as -. While polls fail, the banner says
 since when the data is stale, and polls back off up to 10 s."""
+
+
+def show_notice(banner: Static, notice: tuple[str, str] | None) -> None:
+    """Fill a ``.banner`` line with (kind, text), or hide it."""
+    banner.remove_class("paused", "stale")
+    if notice is not None:
+        kind, message = notice
+        banner.update(Text(message))
+        banner.add_class(kind)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -76,22 +86,30 @@ class BackendScreen(Screen[None]):
         Binding("q", "app.quit", "quit"),
     ]
 
-    def __init__(self, backend_id: str, history: FleetHistory) -> None:
+    def __init__(
+        self,
+        backend_id: str,
+        history: FleetHistory,
+        notice: Callable[[], tuple[str, str] | None],
+    ) -> None:
         super().__init__()
         self.backend_id = backend_id
         self._history = history
+        self._notice = notice
 
     def on_mount(self) -> None:
-        self.show(self._history)
+        self.show(self._history, self._notice())
 
     def compose(self) -> ComposeResult:
+        yield Static(id="detail-banner", classes="banner")
         yield Static(id="detail-summary")
         yield Trend("req/s", id="detail-rps")
         yield Trend("TTFT p50", id="detail-ttft")
         yield Static(id="detail-errors")
         yield Footer()
 
-    def show(self, history: FleetHistory) -> None:
+    def show(self, history: FleetHistory, notice: tuple[str, str] | None) -> None:
+        show_notice(self.query_one("#detail-banner", Static), notice)
         summary = self.query_one("#detail-summary", Static)
         latest = history.latest
         backend = latest.backend(self.backend_id) if latest else None

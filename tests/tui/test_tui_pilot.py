@@ -213,8 +213,13 @@ async def test_stale_indicator_while_down_and_recovery(recorded_router: Recorded
         assert "STALE since" in shown and "connection refused" in shown
         assert "qwen3-30b" in shown  # the last good data stays on screen
         assert app.health.failures == 1
+        await pilot.press("enter")  # the detail screen says it too
+        assert isinstance(app.screen, BackendScreen)
+        assert "STALE since" in screen_text(app)
         await recorded_router.start()  # same port
         await next_poll(pilot, app)
+        assert "STALE" not in screen_text(app)
+        await pilot.press("escape")
         assert "STALE" not in screen_text(app)
         assert app.health.failures == 0 and app.health.next_delay_s() == LONG_INTERVAL_S
 
