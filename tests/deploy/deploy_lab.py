@@ -203,7 +203,7 @@ def start_ssh_lab(
 
 
 def write_spec(
-    lab: SshLab, tmp_path: Path, models: list[dict[str, Any]], node2_gpus: int = 2, **top: Any
+    lab: SshLab, tmp_path: Path, models: list[dict[str, Any]], node2_gpus: Any = 2, **top: Any
 ) -> Path:
     """nodes.yaml for both nodes (node 1: ``gpus: auto`` = 1 GPU) with state under tmp_path."""
     nodes = [
