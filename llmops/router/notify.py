@@ -2,10 +2,10 @@
 
 ``EventLog.record`` runs on the request path, so the listener only puts the event on a
 bounded queue (a full queue counts what it drops, and the next message says so). One task,
-started with the app, collects events for ``batch_window`` seconds, sifts them through each
-webhook's cool-down, renders each webhook's format and posts it with its own session and a
-short timeout. A failing webhook is logged once per failure streak, naming only the scheme
-and host of its URL: webhook URLs often carry tokens.
+started with the app, waits ``batch_window`` seconds after an event, sifts the batch through
+each webhook's cool-down and hands each webhook its message; every webhook delivers from its
+own outbox (``notify_sender``), so a slow receiver delays nobody else. A stopping router
+sends what it still holds, for at most ``FINAL_FLUSH_S``.
 """
 
 from __future__ import annotations
@@ -15,40 +15,18 @@ import contextlib
 import logging
 import socket
 import time
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from llmops.config.router import WebhookConfig
 from llmops.router.events import Event
-from llmops.router.notify_cooldown import CoolDown
-from llmops.router.notify_formats import Digest, delivery_problem, render_delivery
+from llmops.router.notify_formats import Digest
 from llmops.router.notify_report import TrafficCounter, TrafficReport
+from llmops.router.notify_sender import WebhookSender
 from llmops.router.state import RouterState
 
 log = logging.getLogger("llmops.router.notify")
 
 FINAL_FLUSH_S = 2.0  # how long a stopping router waits for its last deliveries
-RETRY_DELAY_S = 1.0  # one retry per delivery, after this or the receiver's Retry-After
-MAX_RETRY_DELAY_S = 5.0
-_ANSWER_BYTES = 64 * 1024  # enough of a receiver's answer to find an error code
-
-
-def redact_url(url: str) -> str:
-    """What people may see of a webhook URL: scheme and host, no user, path or query."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-
-
-class _Webhook:
-    """One configured webhook and its delivery state (kept while its config is unchanged)."""
-
-    def __init__(self, config: WebhookConfig) -> None:
-        self.config = config
-        self.kinds = frozenset(config.events)
-        self.cooldown = CoolDown(config.min_interval)
-        self.target = redact_url(config.url)
-        self.failure_streak = 0
 
 
 class Notifier:
@@ -60,7 +38,7 @@ class Notifier:
         self._dropped = 0
         self._closed = False
         self._first: list[Event] = []  # the event that opened the batch being collected
-        self._webhooks: list[_Webhook] = []
+        self._senders: list[WebhookSender] = []
         self._host = socket.gethostname()
         self._traffic: TrafficCounter | None = None
         self._next_report: float | None = None  # monotonic
@@ -86,18 +64,25 @@ class Notifier:
                     while True:
                         await self._wait_for_batch()
                         try:
-                            await self._dispatch(session, self._take_batch())
+                            self._dispatch(session, self._take_batch())
                         except Exception:  # a bug here must not end webhooks for good
-                            log.exception("webhooks: a batch could not be delivered")
+                            log.exception("webhooks: a batch could not be dispatched")
                 except asyncio.CancelledError:
-                    # The router is stopping: what is queued or held still goes out, briefly.
-                    self._closed = True
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(FINAL_FLUSH_S):
-                            await self._dispatch(session, self._take_batch(), final=True)
+                    await self._flush(session)
                     raise
         finally:
             self._closed = True
+            for sender in self._senders:
+                sender.close()
+
+    async def _flush(self, session: aiohttp.ClientSession) -> None:
+        """The router is stopping: what is queued, held or unsent still goes out, briefly."""
+        self._closed = True
+        self._dispatch(session, self._take_batch(), final=True)
+        await asyncio.gather(*(sender.stop() for sender in self._senders))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FINAL_FLUSH_S):
+                await asyncio.gather(*(sender.flush() for sender in self._senders))
 
     async def _wait_for_batch(self) -> None:
         """Until ``batch_window`` s after the next event, or until a timer is due."""
@@ -118,43 +103,48 @@ class Notifier:
 
     def _next_wake(self) -> float | None:
         """When a summary held by a cool-down or the traffic report is due (monotonic)."""
-        due = [hook.cooldown.next_due() for hook in self._webhooks]
+        due = [sender.cooldown.next_due() for sender in self._senders]
         due.append(self._next_report)
         return min((d for d in due if d is not None), default=None)
 
-    async def _dispatch(
+    def _dispatch(
         self, session: aiohttp.ClientSession, batch: list[Event], final: bool = False
     ) -> None:
         now = time.monotonic()
         report = self._report_due(now)
         dropped, self._dropped = self._dropped, 0
-        deliveries = []
-        for hook in self._sync_webhooks():
-            events = [event for event in batch if event.kind in hook.kinds]
-            sent, repeats = hook.cooldown.sift(events, now)
+        for sender in self._sync_senders(session):
+            events = [event for event in batch if event.kind in sender.kinds]
+            sent, repeats = sender.cooldown.sift(events, now)
             if final:
-                repeats += hook.cooldown.release_all()
+                repeats += sender.cooldown.release_all()
             digest = Digest(
                 tuple(sent),
                 tuple(repeats),
-                report if "report" in hook.kinds else None,
+                report if "report" in sender.kinds else None,
                 dropped,
             )
             if digest:
-                deliveries.append(self._deliver(session, hook, digest))
-        await asyncio.gather(*deliveries)
+                sender.post(digest)
 
-    def _sync_webhooks(self) -> list[_Webhook]:
-        """The webhooks of the live config; unchanged ones keep their cool-downs on reload."""
-        previous = list(self._webhooks)
+    def _sync_senders(self, session: aiohttp.ClientSession) -> list[WebhookSender]:
+        """The webhooks of the live config; unchanged ones keep their state on reload."""
+        previous = list(self._senders)
         current = []
         for config in self._router.config.notify.webhooks:
-            kept = next((hook for hook in previous if hook.config == config), None)
+            kept = next((sender for sender in previous if sender.config == config), None)
             if kept is not None:
                 previous.remove(kept)
-            current.append(kept if kept is not None else _Webhook(config))
-        self._webhooks = current
+            else:
+                kept = WebhookSender(config, session, self._host, self._timeout_s)
+            current.append(kept)
+        for removed in previous:
+            removed.close()
+        self._senders = current
         return current
+
+    def _timeout_s(self) -> float:
+        return self._router.config.notify.timeout
 
     def _report_due(self, now: float) -> TrafficReport | None:
         interval = self._router.config.notify.report_interval
@@ -170,87 +160,6 @@ class Notifier:
             return None
         self._next_report = max(self._next_report + interval, now + interval / 2)
         return self._traffic.report(states, time.time())
-
-    async def _deliver(
-        self, session: aiohttp.ClientSession, hook: _Webhook, digest: Digest
-    ) -> None:
-        config = hook.config
-        body, headers = render_delivery(config.format, digest, self._host, config.secret)
-        headers.update(config.headers)
-        problem, retry_after = await self._post(session, hook, body, headers)
-        if problem is not None and retry_after is not None:
-            await asyncio.sleep(retry_after)
-            problem, _ = await self._post(session, hook, body, headers)
-        if problem is None:
-            if hook.failure_streak:
-                log.info(
-                    "webhook %s: delivered again after %d failed deliveries",
-                    hook.target,
-                    hook.failure_streak,
-                )
-            hook.failure_streak = 0
-            return
-        hook.failure_streak += 1
-        if hook.failure_streak == 1:
-            log.warning(
-                "webhook %s: delivery failed (%s); further failures are not logged "
-                "until a delivery succeeds",
-                hook.target,
-                problem,
-            )
-
-    async def _post(
-        self, session: aiohttp.ClientSession, hook: _Webhook, body: bytes, headers: dict[str, str]
-    ) -> tuple[str | None, float | None]:
-        """One POST: the problem (None if delivered) and, if worth a retry, the delay."""
-        timeout_s = self._router.config.notify.timeout
-        try:
-            async with session.post(
-                hook.config.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-                allow_redirects=False,
-            ) as response:
-                answer = await _read_up_to(response, _ANSWER_BYTES)
-                problem = delivery_problem(hook.config.format, response.status, answer)
-                if problem is None or not (response.status == 429 or response.status >= 500):
-                    return problem, None
-                return problem, _retry_delay(response.headers.get("Retry-After"))
-        except TimeoutError:
-            return f"no answer within {timeout_s:g}s", RETRY_DELAY_S
-        except aiohttp.ClientError as exc:
-            return _scrub(f"{type(exc).__name__}: {exc}", hook.config.url), RETRY_DELAY_S
-        except ValueError as exc:  # a header aiohttp refuses to send: retrying cannot help
-            return _scrub(f"{type(exc).__name__}: {exc}", hook.config.url), None
-
-
-async def _read_up_to(response: aiohttp.ClientResponse, limit_bytes: int) -> bytes:
-    """The answer's first ``limit_bytes`` (a read returns one chunk; a JSON answer may be two)."""
-    answer = b""
-    while len(answer) < limit_bytes:
-        chunk = await response.content.read(limit_bytes - len(answer))
-        if not chunk:
-            break
-        answer += chunk
-    return answer
-
-
-def _retry_delay(retry_after: str | None) -> float:
-    try:
-        wanted = float(retry_after) if retry_after is not None else RETRY_DELAY_S
-    except ValueError:
-        wanted = RETRY_DELAY_S  # an HTTP date: not worth parsing for one retry
-    return min(max(wanted, 0.0), MAX_RETRY_DELAY_S)
-
-
-def _scrub(text: str, url: str) -> str:
-    """``text`` without the parts of ``url`` that may hold a token (some errors quote it)."""
-    parts = urlsplit(url)
-    for secret in (url, parts.path, parts.query, parts.username, parts.password):
-        if secret and secret != "/":
-            text = text.replace(secret, "***")
-    return text
 
 
 async def run_notifier(router: RouterState) -> None:

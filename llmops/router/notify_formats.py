@@ -42,6 +42,11 @@ class Digest:
         return bool(self.events or self.repeats or self.report or self.dropped)
 
     @property
+    def size(self) -> int:
+        """How many events this message tells of (a summary counts what it folded)."""
+        return len(self.events) + sum(r.total for r in self.repeats)
+
+    @property
     def items(self) -> list[Event | Repeats]:
         """Events and summaries, oldest first (the report always comes last)."""
         return sorted((*self.events, *self.repeats), key=lambda item: item.at)

@@ -17,7 +17,11 @@ import aiohttp
 import pytest
 import yaml
 
+from llmops.config.router import WebhookConfig
 from llmops.router.app import router_url, running_router
+from llmops.router.events import Event
+from llmops.router.notify_formats import Digest
+from llmops.router.notify_sender import OUTBOX_MESSAGES, WebhookSender
 from tests.conftest import StartRouter, StartSim, router_config
 from tests.router.notify_receivers import (
     FAST_HEALTH,
@@ -205,6 +209,7 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
     # Feishu answers some failures with HTTP 200 and an error code in the body.
     refusing = await start_receiver(answer=b'{"code":19021,"msg":"sign match fail"}')
     never_reached = await start_receiver()  # its header cannot be sent
+    healthy = await start_receiver()
     url = await start_router(
         router_config(
             [("m", s.url) for s in sims],
@@ -219,6 +224,7 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
                         "headers": {"X-Key": "k\r\nX: y"},
                         "min_interval": 0,
                     },
+                    {"url": healthy.url, "min_interval": 0},
                 ],
                 "batch_window": 0,
                 "timeout": 0.3,
@@ -241,6 +247,10 @@ async def test_failing_receivers_are_logged_once_and_never_touch_requests(
         # One failed delivery (tried twice) per event: each event is its own batch.
         await failing.wait_for_attempts(attempts_before + 2)
     assert statuses == [200] * 30
+    # Every webhook delivers from its own outbox: the hanging one (1.6 s a message) holds up
+    # nobody else.
+    await healthy.wait_for(lambda ds: len(ds) == 3)
+    assert hanging.attempts < 5
 
     await hanging.wait_for_attempts(6)  # 3 deliveries, each retried
     failing_host, hanging_host, dead_host, refusing_host, never_host = (
@@ -377,3 +387,25 @@ async def test_a_reload_changes_the_webhooks_and_a_stopping_router_flushes(
     assert lines[0].endswith(": 2 events*")
     assert "*config_reloaded* config reloaded (generation 2" in lines[1]
     assert f"*drained* backend m@{sim.url[7:]} drained by an operator" in lines[2]
+
+
+async def test_a_full_outbox_gives_up_the_oldest_messages_and_says_so(
+    start_receiver: StartReceiver,
+) -> None:
+    receiver = await start_receiver()
+    config = WebhookConfig(url=receiver.url)
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(config, session, "gw-1", lambda: 2.0)
+        try:
+            # Posted before the sender's task first runs: more than its outbox holds.
+            for i in range(OUTBOX_MESSAGES + 5):
+                sender.post(Digest((Event(float(i), "drained", "info", f"b{i}", f"b{i} drained"),)))
+            deliveries = await receiver.wait_for(lambda ds: len(ds) >= OUTBOX_MESSAGES)
+        finally:
+            await sender.stop()
+    first = deliveries[0].body
+    assert first["dropped"] == 5
+    assert [e["backend"] for d in deliveries for e in d.body["events"]] == [
+        f"b{i}" for i in range(5, OUTBOX_MESSAGES + 5)
+    ]
+    assert all(d.body["dropped"] == 0 for d in deliveries[1:])

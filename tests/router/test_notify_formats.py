@@ -13,10 +13,10 @@ import pytest
 from llmops.config import build
 from llmops.config.router import NotifyKind, RouterConfig, WebhookConfig
 from llmops.router.events import Event, EventKind
-from llmops.router.notify import _scrub, redact_url
 from llmops.router.notify_cooldown import Repeats
 from llmops.router.notify_formats import Digest, delivery_problem, render_delivery
 from llmops.router.notify_report import TrafficReport, TrafficRow
+from llmops.router.notify_sender import _scrub, redact_url
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 DOWN = Event(T0, "unhealthy", "error", "m@h:1", "backend m@h:1 is unhealthy: <timeout> & more")
