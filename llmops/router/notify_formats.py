@@ -23,9 +23,8 @@ from llmops.router.notify_cooldown import Repeats, format_duration
 from llmops.router.notify_report import TrafficReport, error_percent
 
 SOURCE = "llmops"
-_MESSAGE_CHARS = (
-    600  # one long event (a rejected config lists every problem) must not crowd out the rest
-)
+# One long event (a rejected config lists every problem) must not crowd out the rest.
+_MESSAGE_CHARS = 600
 _TEXT_LIMIT_BYTES: dict[WebhookFormat, int] = {"slack": 3900, "wecom": 4096, "feishu": 18000}
 
 
@@ -36,7 +35,7 @@ class Digest:
     events: tuple[Event, ...] = ()
     repeats: tuple[Repeats, ...] = ()
     report: TrafficReport | None = None
-    dropped: int = 0  # events lost because the notifier's queue was full
+    dropped: int = 0  # events lost to a full queue (the notifier's or this webhook's outbox)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.repeats or self.report or self.dropped)

@@ -122,7 +122,7 @@ class WebhookSender:
                 "webhook %s: delivery failed (%s); further failures are not logged "
                 "until a delivery succeeds",
                 self.target,
-                problem,
+                _scrub(problem, config.url),  # a receiver may echo the URL it was called on
             )
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[str | None, float | None]:
@@ -145,9 +145,9 @@ class WebhookSender:
         except TimeoutError:
             return f"no answer within {timeout_s:g}s", RETRY_DELAY_S
         except aiohttp.ClientError as exc:
-            return _scrub(f"{type(exc).__name__}: {exc}", url), RETRY_DELAY_S
+            return f"{type(exc).__name__}: {exc}", RETRY_DELAY_S
         except ValueError as exc:  # a header aiohttp refuses to send: retrying cannot help
-            return _scrub(f"{type(exc).__name__}: {exc}", url), None
+            return f"{type(exc).__name__}: {exc}", None
 
 
 async def _read_up_to(response: aiohttp.ClientResponse, limit_bytes: int) -> bytes:
