@@ -3,7 +3,9 @@
 The first event of each (backend, kind) goes out at once; repeats of it within
 ``min_interval`` seconds are held. When the cool-down of any held kind ends, everything held
 for that backend goes out as one ``Repeats`` summary whose latest event says where the
-backend is now. A flapping backend thus costs one message per cool-down, not one per flap.
+backend is now (so does it when an event of a new kind goes out for that backend, so that
+one message tells the whole story). A flapping backend thus costs one message per cool-down,
+not one per flap.
 """
 
 from __future__ import annotations
