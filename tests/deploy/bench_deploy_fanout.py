@@ -3,8 +3,8 @@
     python tests/deploy/bench_deploy_fanout.py [MAX_NODES]
 
 Each "node" is its own sshd on a loopback address (127.0.1.k), as in the tests. Measured:
-``plan`` of ``gpus: auto`` nodes (one SSH connection and one agent call running nvidia-smi
-per node: the control plane alone) and a full ``up`` of one ``llmops sim`` per node, then
+``plan`` of ``gpus: auto`` nodes (one SSH connection and one agent call per node running
+an nvidia-smi that takes 1 s, like a real one: the control plane alone) and a full ``up`` of one ``llmops sim`` per node, then
 ``stop`` (engine start-up is CPU work: on a 2-core machine it dominates). Printed as wall time and as the ratio to
 one node: 1.0 would be perfectly concurrent, N would be one node after the other. Here the
 "nodes" share this machine's cores with the deployer, so wall time also counts the nodes'
@@ -77,7 +77,9 @@ async def measure(lab: SshLab, counts: list[int]) -> None:
 def main() -> None:
     most = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     addresses = tuple(f"127.0.1.{k}" for k in range(1, most + 1))
-    lab_iter = start_ssh_lab(_Temp(), addresses)  # type: ignore[arg-type]
+    # nvidia-smi takes about a second on a real node; the stand-in sleeps as long (no CPU),
+    # so `plan` shows whether the nodes are asked at the same time or one after the other.
+    lab_iter = start_ssh_lab(_Temp(), addresses, "STANDIN_SMI_DELAY_S=1")  # type: ignore[arg-type]
     lab = next(lab_iter)
     try:
         asyncio.run(measure(lab, sorted({1, max(1, most // 4), max(1, most // 2), most})))

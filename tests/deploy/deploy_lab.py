@@ -82,7 +82,7 @@ os.execv({python!r}, [{python!r}, *sys.argv[1:]])
 NVIDIA_SMI = """#!/bin/sh
 # index, memory.total, memory.used (MiB) of $STANDIN_GPUS idle GPUs; no compute apps.
 case "$*" in
-  *--query-gpu*) i=0; while [ $i -lt "$STANDIN_GPUS" ]; do echo "$i, 81920, 0"; i=$((i+1)); done ;;
+  *--query-gpu*) sleep "${{STANDIN_SMI_DELAY_S:-0}}"; i=0; while [ $i -lt "$STANDIN_GPUS" ]; do echo "$i, 81920, 0"; i=$((i+1)); done ;;
 esac
 """
 # GPUs nvidia-smi reports on each node (node 1 is the one tests declare ``gpus: auto``).
@@ -138,7 +138,9 @@ def _write_standins(directory: Path) -> None:
 
 
 def start_ssh_lab(
-    tmp_path_factory: pytest.TempPathFactory, addresses: tuple[str, ...] = NODE_ADDRESSES
+    tmp_path_factory: pytest.TempPathFactory,
+    addresses: tuple[str, ...] = NODE_ADDRESSES,
+    extra_env: str = "",
 ) -> Iterator[SshLab]:
     """Start both nodes' sshd (generator for a session fixture); stops them at the end."""
     sshd = "/usr/sbin/sshd"
@@ -173,7 +175,7 @@ def start_ssh_lab(
                 f"PidFile {root / f'sshd_{address}.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
                 "PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nMaxSessions 10\nMaxStartups 100\nLogLevel ERROR\n"
-                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir} STANDIN_GPUS={STANDIN_GPUS.get(address, 1)}\n"
+                f"SetEnv PATH={path} STANDIN_DUMP_DIR={dump_dir} STANDIN_GPUS={STANDIN_GPUS.get(address, 1)} {extra_env}\n"
             )
             log = root / f"sshd_{address}.log"
             with log.open("wb") as log_file:
