@@ -20,7 +20,7 @@ import orjson
 from llmops.config.router import WebhookFormat
 from llmops.router.events import Event
 from llmops.router.notify_cooldown import Repeats, format_duration
-from llmops.router.notify_report import TrafficReport, error_percent
+from llmops.router.notify_report import TrafficReport, counted, traffic_summary
 
 SOURCE = "llmops"
 # One long event (a rejected config lists every problem) must not crowd out the rest.
@@ -205,16 +205,16 @@ def report_lines(report: TrafficReport, style: _Style) -> list[str]:
     ]
     for model in report.models:
         lines.append(
-            f"{style.bold(style.escape(model.model))}: {model.requests} requests "
-            f"({model.requests / report.period_s:.2f}/s), {model.errors} errors "
-            f"({error_percent(model.requests, model.errors)}), {model.in_flight} in flight, "
+            f"{style.bold(style.escape(model.model))}: "
+            f"{traffic_summary(model.requests, model.errors, model.in_flight, report.period_s)}, "
             f"{model.healthy}/{model.backends} backends healthy"
         )
         for row in report.rows:
             if row.model == model.model:
                 lines.append(
                     f"  - {style.code(style.escape(row.backend))} {row.state}: "
-                    f"{row.requests} requests, {row.errors} errors, {row.in_flight} in flight"
+                    f"{counted(row.requests, 'request')}, {counted(row.errors, 'error')}, "
+                    f"{row.in_flight} in flight"
                 )
     return lines
 

@@ -86,8 +86,7 @@ class TrafficReport:
         in_flight = sum(r.in_flight for r in self.rows)
         healthy = sum(1 for r in self.rows if r.state == "healthy")
         return (
-            f"{requests} requests ({requests / self.period_s:.2f}/s), {errors} errors "
-            f"({error_percent(requests, errors)}), {in_flight} in flight; "
+            f"{traffic_summary(requests, errors, in_flight, self.period_s)}; "
             f"{healthy}/{len(self.rows)} backends healthy"
         )
 
@@ -105,8 +104,18 @@ class TrafficReport:
         }
 
 
-def error_percent(requests: int, errors: int) -> str:
-    return f"{100 * errors / requests:.1f}%" if requests else "0%"
+def traffic_summary(requests: int, errors: int, in_flight: int, period_s: float) -> str:
+    """``5 requests (1.67/s), 1 error (20.0%), 2 in flight``; no rates without requests."""
+    if not requests:  # errors can come from health checks alone: no share to speak of
+        return f"0 requests, {counted(errors, 'error')}, {in_flight} in flight"
+    return (
+        f"{counted(requests, 'request')} ({requests / period_s:.2f}/s), "
+        f"{counted(errors, 'error')} ({100 * errors / requests:.1f}%), {in_flight} in flight"
+    )
+
+
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 class TrafficCounter:

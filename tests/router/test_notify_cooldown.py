@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from llmops.config import Backend
 from llmops.router.events import Event, EventKind, EventLevel
 from llmops.router.notify_cooldown import CoolDown, Repeats, format_duration
-from llmops.router.notify_report import TrafficCounter
+from llmops.router.notify_report import TrafficCounter, traffic_summary
 from llmops.router.pool import BackendState
 
 T0 = 1_800_000_000.0
@@ -176,7 +176,7 @@ def test_traffic_counts_per_period_and_replaced_backends_start_from_zero() -> No
     )
     assert (other.healthy, other.backends) == (0, 1)
     assert report.message == (
-        "34 requests (0.57/s), 1 errors (2.9%), 2 in flight; 1/3 backends healthy"
+        "34 requests (0.57/s), 1 error (2.9%), 2 in flight; 1/3 backends healthy"
     )
 
     # A reload replaced b (new settings, new counters) and removed c.
@@ -186,3 +186,10 @@ def test_traffic_counts_per_period_and_replaced_backends_start_from_zero() -> No
     report = counter.report([a, new_b], now=T0 + 120)
     assert {r.backend: r.requests for r in report.rows} == {"m@a": 1, "m@b": 3}
     assert report.since == T0 + 60
+
+
+def test_traffic_summaries_read_naturally() -> None:
+    assert traffic_summary(5, 1, 2, 3.0) == "5 requests (1.67/s), 1 error (20.0%), 2 in flight"
+    assert traffic_summary(1, 0, 0, 10.0) == "1 request (0.10/s), 0 errors (0.0%), 0 in flight"
+    # Health checks alone can record errors: no rate or share without requests.
+    assert traffic_summary(0, 1, 0, 10.0) == "0 requests, 1 error, 0 in flight"
