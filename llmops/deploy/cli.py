@@ -58,7 +58,11 @@ def _run(spec_path: Path, insecure: bool, work: Any) -> tuple[Any, Console]:
     from llmops.deploy.ssh import NodeConnections
 
     loaded = load_spec(spec_path)
-    console = Console(soft_wrap=True)  # long errors stay on one line when piped to a file
+    console = Console(soft_wrap=True)
+    if insecure:
+        typer.echo(
+            "llmops: warning: SSH host keys are not checked (--insecure-host-keys)", err=True
+        )  # long errors stay on one line when piped to a file
 
     async def main() -> Any:
         async with NodeConnections(loaded.spec, insecure_host_keys=insecure) as connections:
