@@ -117,3 +117,55 @@ async def test_session_requests_stick_and_move_when_their_backend_is_drained(
     assert sorted(by_user) == [0, 0, 8]
     spread = await send(30)  # no session: spread over the two routable sims
     assert spread[pinned] == 0 and all(c > 0 for i, c in enumerate(spread) if i != pinned)
+
+
+async def test_least_load_avoids_an_engine_busy_with_traffic_from_elsewhere(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    busy, idle = [await start_sim(model="m", ttft_ms=1, itl_ms=5, max_num_seqs=4) for _ in range(2)]
+    routers = {
+        strategy: await start_router(
+            router_config(
+                [("m", busy.url), ("m", idle.url)],
+                routing={"strategy": strategy, "session_affinity": False},
+                scrape={"interval": 0.1},
+            )
+        )
+        for strategy in ("least-load", "least-connections")
+    }
+    # Another client (say, a second router replica) fills the busy engine directly.
+    direct = {**STREAM, "stream": False, "max_tokens": 100}
+
+    async def elsewhere() -> None:
+        while True:
+            async with http.post(f"{busy.url}/v1/chat/completions", json=direct) as response:
+                await response.read()
+
+    outside = [asyncio.create_task(elsewhere()) for _ in range(8)]
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # until the least-load router has scraped the busy engine's queue
+            async with http.get(f"{routers['least-load']}/status") as response:
+                engines = {b["url"]: b["engine"] for b in (await response.json())["backends"]}
+            if (engines[f"{busy.url}/v1"]["waiting"] or 0) >= 4:
+                break
+            assert time.monotonic() < deadline, engines
+            await asyncio.sleep(0.05)
+        sent: dict[str, int] = {}
+        for strategy, url in routers.items():
+            for _ in range(12):
+                async with http.post(
+                    f"{url}/v1/chat/completions", json={**STREAM, "max_tokens": 1}
+                ) as response:
+                    assert response.status == 200
+                    await response.read()
+            async with http.get(f"{url}/status") as response:
+                backends = (await response.json())["backends"]
+            sent[strategy] = next(b["requests"] for b in backends if b["url"] == f"{busy.url}/v1")
+    finally:
+        for task in outside:
+            task.cancel()
+        await asyncio.gather(*outside, return_exceptions=True)
+    # In-flight counts cannot see the other client: about half go to the queued engine.
+    assert sent["least-connections"] >= 3, sent
+    assert sent["least-load"] == 0, sent
