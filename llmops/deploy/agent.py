@@ -12,6 +12,7 @@ the environment, which may hold an API key) and ``engine.log`` (stdin, stdout an
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,10 @@ from typing import Any, Dict  # noqa: UP035
 PROBE_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.25
 LOG_TAIL_LINES = 30
+LOG_ROTATE_BYTES = 64 * 1024 * 1024  # at start, a bigger engine.log moves to engine.log.1
+# Every process of an instance inherits this variable; stop signals only processes that carry
+# it, so a recycled pid or process group id never makes us kill a stranger.
+MARKER = "LLMOPS_INSTANCE"
 
 # typing.Dict: the node's Python may predate subscriptable builtins (3.9).
 Request = Dict[str, Any]  # noqa: UP006
@@ -70,13 +75,31 @@ def proc_stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group: nobody reaps orphans in some containers."""
+def marker(request: Request, key: str) -> str:
+    return f"{request['deployment']}/{key}"
+
+
+def has_marker(pid: int, value: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return f"{MARKER}={value}".encode() in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def group_members(pgid: int, value: str) -> list[int]:
+    """Live processes of the instance's group. Zombies do not count: nobody reaps orphans
+    in some containers."""
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = proc_stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            if (
+                fields
+                and fields[0] != "Z"
+                and int(fields[2]) == pgid
+                and has_marker(int(entry), value)
+            ):
                 members.append(int(entry))
     return members
 
@@ -205,22 +228,21 @@ def preflight(request: Request, existing: dict[str, dict[str, Any]]) -> list[dic
     return passed
 
 
-def stop_group(record: dict[str, Any], timeout_s: float) -> list[int]:
-    """SIGTERM the group, wait, SIGKILL what is left; returns pids still alive (should be [])."""
-    pgid = int(record["pgid"])
-    if not group_members(pgid):
-        return []
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
+def stop_group(request: Request, key: str, record: dict[str, Any]) -> list[int]:
+    """SIGTERM the instance's processes, wait, SIGKILL what is left; returns pids still alive
+    (should be []). Also ends workers that outlived a crashed engine (they hold GPU memory)."""
+    pgid, value = int(record["pgid"]), marker(request, key)
+    for sig, wait_s in ((signal.SIGTERM, request["stop_timeout_s"]), (signal.SIGKILL, 5.0)):
+        members = group_members(pgid, value)
+        if not members:
             return []
+        for pid in members:  # one by one: only the marked members of the group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not group_members(pgid):
-                return []
+        while time.monotonic() < deadline and group_members(pgid, value):
             time.sleep(0.1)
-    return group_members(pgid)
+    return group_members(pgid, value)
 
 
 def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +251,8 @@ def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
     env_path = os.path.join(directory, "env.json")
     write_json(env_path, instance["env"], mode=0o600)
     log_path = os.path.join(directory, "engine.log")
+    if os.path.exists(log_path) and os.path.getsize(log_path) > LOG_ROTATE_BYTES:
+        os.replace(log_path, log_path + ".1")
     with open(log_path, "ab") as log:
         log.write(
             f"=== llmops: starting {instance['name']} (spec {instance['spec_hash']})\n".encode()
@@ -236,6 +260,7 @@ def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
         log.flush()
         env = dict(os.environ)
         env.update(read_json(env_path))
+        env[MARKER] = marker(request, instance["key"])
         # start_new_session = setsid(): the engine outlives this SSH channel and owns a process
         # group that stop can signal as a whole.
         child = subprocess.Popen(
@@ -273,7 +298,7 @@ def do_up(request: Request) -> None:
     planned = {i["key"] for i in request["instances"]}
     for key, old in existing.items() if request.get("prune") else ():
         if key not in planned:
-            left = stop_group(old, request["stop_timeout_s"]) if is_running(old) else []
+            left = stop_group(request, key, old)
             if not left:
                 os.remove(os.path.join(instance_dir(request, key), "state.json"))
             emit({"instance": old.get("name", key), "action": "removed", "left": left})
@@ -288,13 +313,17 @@ def apply(request: Request, instance: dict[str, Any], record: dict[str, Any] | N
     """Make the instance run its planned spec; False (and an error event) if it cannot."""
     name = instance["name"]
     running = record is not None and is_running(record)
-    if running and record is not None:
-        if record.get("spec_hash") == instance["spec_hash"] and not request.get("restart"):
+    if record is not None:
+        if (
+            running
+            and record.get("spec_hash") == instance["spec_hash"]
+            and not request.get("restart")
+        ):
             emit({"instance": name, "action": "unchanged", "pid": record["pid"]})
             return True
-        left = stop_group(record, request["stop_timeout_s"])
+        left = stop_group(request, instance["key"], record)  # also leftovers of a dead engine
         if left:
-            emit({"instance": name, "error": f"old process group did not stop: {left}"})
+            emit({"instance": name, "error": f"old processes did not stop: {left}"})
             return False
     try:
         new = start(request, instance)
@@ -422,7 +451,7 @@ def do_status(request: Request) -> None:
         running = is_running(record)
         event: dict[str, Any] = {"instance": instance["name"], "running": running}
         if record is not None and running:
-            members = group_members(int(record["pgid"]))
+            members = group_members(int(record["pgid"]), marker(request, instance["key"]))
             status, _ = http_get(probe_url(instance) + "/health", None)
             event.update(
                 pid=record["pid"],
@@ -447,16 +476,18 @@ def do_stop(request: Request) -> None:
         targets += [(key, r.get("name", key)) for key, r in existing.items() if key not in planned]
     for key, name in targets:
         record = existing.get(key)
-        if record is None or not is_running(record):
+        if record is None:
             emit({"instance": name, "action": "not running"})
             continue
-        left = stop_group(record, request["stop_timeout_s"])
+        alive = bool(group_members(int(record["pgid"]), marker(request, key)))
+        left = stop_group(request, key, record)  # even if the leader died: its workers may not
         if left:
             emit({"instance": name, "error": f"processes still alive after SIGKILL: {left}"})
             continue
         os.remove(os.path.join(instance_dir(request, key), "state.json"))
         taken = port_taken(record.get("address", "127.0.0.1"), int(record["port"]))
-        emit({"instance": name, "action": "stopped", "port_free": not taken})
+        action = "stopped" if alive else "not running"
+        emit({"instance": name, "action": action, "port_free": not taken})
 
 
 def do_logs(request: Request) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -159,3 +162,41 @@ async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
     assert "state.json" not in state_files and "engine.log" in state_files
     env_files = list((tmp_path / "state" / "t").rglob("env.json"))
     assert env_files and all(os.stat(p).st_mode & 0o777 == 0o600 for p in env_files)
+
+
+def member_pids(pgid: int) -> list[str]:
+    return [line.split()[0] for line in live_group_members(pgid)]
+
+
+async def test_dead_engine_is_started_again_and_its_orphaned_workers_are_ended(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n1 = ssh_lab.nodes[0].address
+    model = {
+        "name": "alpha",
+        "model": "/m",
+        "port": free_port(),
+        "nodes": [n1],
+        "env": {"STANDIN_STUBBORN_CHILD": "1"},  # a worker that ignores SIGTERM
+        "ready_timeout_s": 30,
+    }
+    spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
+    first = await run(spec_path, "up")
+    assert not first.errors, [str(e) for e in first.errors]
+    (leader,) = pids(first).values()
+    try:
+        os.kill(leader, signal.SIGKILL)  # the engine crashes; its worker lives on
+        deadline = time.monotonic() + 10
+        while str(leader) in member_pids(leader) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert str(leader) not in member_pids(leader) and member_pids(leader)
+        rows, _ = await run(spec_path, "status")
+        assert [(r["running"], r.get("ready")) for r in rows] == [(False, None)]
+        second = await run(spec_path, "up")
+        assert not second.errors, [str(e) for e in second.errors]
+        assert [e["action"] for e in second.events if "action" in e] == ["started"]
+        assert not live_group_members(leader)  # the orphaned worker was ended first
+    finally:
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors
+    assert all(not live_group_members(pid) for pid in pids(second).values())
