@@ -39,11 +39,9 @@ def status_label(status: int) -> str:
 
 
 def failure_label(kind: str) -> str:
-    return (
-        kind
-        if not kind.startswith("http_")
-        else status_label(int(kind[5:]) if kind[5:].isdigit() else 0)
-    )
+    """A failure kind as a label; ``http_503`` becomes ``503``, like the request statuses."""
+    code = kind.removeprefix("http_")
+    return status_label(int(code)) if code != kind and code.isdigit() else kind
 
 
 @dataclass(eq=False, slots=True)
@@ -121,11 +119,12 @@ class RouterMetrics:
             ("model",),
             registry=self.registry,
         )
+        self._router = router
         self._instruments: dict[str, BackendInstruments] = {}
         self._retries_by_model: dict[str, Counter] = {}
         self._indexed: PoolSnapshot | None = None
         self._by_id: dict[str, BackendState] = {}
-        self.registry.register(_StateCollector(router, self))
+        self.registry.register(_StateCollector(router))
 
     def backend(self, state: BackendState) -> BackendInstruments:
         instruments = self._instruments.get(state.id)
@@ -170,20 +169,19 @@ class RouterMetrics:
                 self._failures.remove(*labels, failure_label(kind))
 
     def render(self) -> bytes:
+        self.forget_backends({s.id for s in self._router().snapshot.states})
         return generate_latest(self.registry)
 
 
 class _StateCollector(Collector):
     """Gauges and counters the router keeps anyway, read at scrape time (no hot-path cost)."""
 
-    def __init__(self, router: Callable[[], RouterState], metrics: RouterMetrics) -> None:
+    def __init__(self, router: Callable[[], RouterState]) -> None:
         self._router = router
-        self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
         router = self._router()
         states = router.snapshot.states
-        self._metrics.forget_backends({s.id for s in states})
         labels = ["model", "backend"]
         in_flight = GaugeMetricFamily(
             "llmops_router_in_flight", "Requests being served, per backend.", labels=labels

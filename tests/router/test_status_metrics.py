@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmops.router.metrics import failure_label, status_label
 from tests.conftest import StartRouter, StartSim, router_config
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}
@@ -149,3 +152,42 @@ async def test_an_unhealthy_backend_shows_in_status_and_metrics_within_one_inter
     assert any(e["backend"] == victim for e in status["events"])
     assert all(set(e) == EVENT_KEYS for e in status["events"])
     sims[0].set_mode("ok")
+
+
+def test_labels_stay_within_fixed_sets() -> None:
+    assert [status_label(s) for s in (200, 429, 451, 599, 307)] == [
+        "200",
+        "429",
+        "4xx",
+        "5xx",
+        "3xx",
+    ]
+    assert failure_label("http_503") == "503" and failure_label("http_418") == "4xx"
+    assert failure_label("ttfb_timeout") == "ttfb_timeout"
+
+
+async def test_a_reload_drops_the_series_of_removed_backends(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    keep, drop = [await start_sim(model="m", ttft_ms=1, itl_ms=1) for _ in range(2)]
+    config = router_config(
+        [("m", keep.url), ("m", drop.url)], routing={"strategy": "simple-shuffle"}
+    )
+    url = await start_router(config)
+    for _ in range(12):
+        async with http.post(f"{url}/v1/chat/completions", json=STREAM) as response:
+            await response.read()
+    drop_id = f"m@{drop.url.removeprefix('http://')}"
+    samples = await metric_samples(http, url)
+    assert value(samples, "llmops_router_requests_total", backend=drop_id) > 0
+    # The fixture wrote the config here; the router reloads it on demand.
+    (tmp_path / "router-1.yaml").write_text(yaml.safe_dump(router_config([("m", keep.url)])))
+    async with http.post(f"{url}/admin/reload") as response:
+        assert response.status == 200
+    samples = await metric_samples(http, url)
+    assert not any(
+        s.labels.get("backend") == drop_id for series in samples.values() for s in series
+    )
+    assert value(samples, "llmops_router_config_generation") == 2
+    status = await get_status(http, url)
+    assert [b["id"] for b in status["backends"]] == [f"m@{keep.url.removeprefix('http://')}"]
