@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -80,9 +81,9 @@ async def redis_server() -> AsyncIterator[RedisServer]:
         server.stop()
 
 
-async def status(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
+async def status(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(f"{url}/status") as response:
-        return dict(await response.json())
+        return await response.json()
 
 
 async def test_two_routers_sharing_redis_enforce_one_key_limit(
@@ -133,7 +134,28 @@ async def test_backend_rpm_is_shared_and_redis_loss_falls_back_to_local_limits(
     local = [(await post(http, url, CHAT))[0] for url in (first, second) for _ in range(3)]
     assert local == [200, 200, 429, 200, 200, 429]
     events = (await status(http, first))["events"]
-    assert isinstance(events, list)
     assert any("Redis unreachable" in e["message"] and e["level"] == "warning" for e in events)
     async with http.get(f"{first}/metrics") as response:
         assert "llmops_router_ratelimit_shared 0.0" in await response.text()
+
+
+async def test_shared_limits_come_back_with_redis(
+    start_sim: StartSim,
+    start_router: StartRouter,
+    http: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
+    limits = {"redis_url": redis_server.url, "key_rpm": 100, "window_s": 30.0, "wait_s": 0}
+    url = await start_router(router_config([("m", sim.url)], limits=limits))
+    assert (await post(http, url, CHAT))[0] == 200
+    redis_server.stop()
+    assert (await post(http, url, CHAT))[0] == 200  # served on local limits
+    await redis_server.start()
+    await asyncio.sleep(1.1)  # the first pause before Redis is tried again
+    assert (await post(http, url, CHAT))[0] == 200
+    messages = [e["message"] for e in (await status(http, url))["events"]]
+    assert any("Redis unreachable" in m for m in messages)
+    assert "reachable again" in messages[-1]
+    async with http.get(f"{url}/metrics") as response:
+        assert "llmops_router_ratelimit_shared 1.0" in await response.text()
