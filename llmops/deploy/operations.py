@@ -90,13 +90,14 @@ class Deployer:
 
     async def _inventory(self, node: NodeSpec) -> list[int] | None:
         try:
-            async for event in call_agent(self.connections, self.spec, node, "inventory"):
-                if "error" in event:
-                    raise NodeError(node.host, f"gpus: auto but {event['error']}")
-                return [int(gpu["index"]) for gpu in event["gpus"]]
+            events = [e async for e in call_agent(self.connections, self.spec, node, "inventory")]
+            if not events or "error" in events[0]:
+                reason = events[0]["error"] if events else "the agent answered nothing"
+                raise NodeError(node.host, f"gpus: auto but {reason}")
         except NodeError as exc:
             self._node_errors[node.host] = exc
-        return None
+            return None
+        return [int(gpu["index"]) for gpu in events[0]["gpus"]]
 
     def _result(self, plan: Plan, instances: Sequence[Instance]) -> RunResult:
         result = RunResult(plan, {i.name: Outcome(i) for i in instances}, dict(self._node_errors))

@@ -57,6 +57,10 @@ def _connect_failure(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
 
 
+def _connection_key(host: str, options: SshOptions) -> str:
+    return f"{options.user}@{host}:{options.port}"
+
+
 class NodeConnections:
     """Lazily opened, shared SSH connections to the nodes of one spec."""
 
@@ -91,13 +95,20 @@ class NodeConnections:
 
     async def connection(self, node: NodeSpec) -> asyncssh.SSHClientConnection:
         """The node's connection (opened once); NodeError says why it cannot be had."""
+        return await self._shared(node.host, self._spec.ssh_for(node), node.host)
+
+    def _channel_slots(self, node: NodeSpec) -> asyncio.Semaphore:
+        """The cap on concurrent channels of the node's connection."""
         options = self._spec.ssh_for(node)
-        return await self._shared(node.host, options, node.host)
+        key = _connection_key(node.host, options)
+        if key not in self._channels:
+            self._channels[key] = asyncio.Semaphore(options.max_channels or 1)
+        return self._channels[key]
 
     async def _shared(
         self, host: str, options: SshOptions, label: str
     ) -> asyncssh.SSHClientConnection:
-        key = f"{options.user}@{host}:{options.port}"
+        key = _connection_key(host, options)
         if key not in self._connections:
             self._connections[key] = asyncio.ensure_future(self._connect(host, options, label))
         return await asyncio.shield(self._connections[key])
@@ -109,12 +120,11 @@ class NodeConnections:
         if options.jump:
             user, jump_host, jump_port = parse_jump(options.jump)
             merged = SshOptions(user=user or options.user, port=jump_port).over(options)
-            jump_options = dataclasses.replace(
-                merged, jump=None
-            )  # the jump host is reached directly
-            tunnel = await self._shared(
-                jump_host, jump_options, f"{label} (jump host {options.jump})"
-            )
+            jump_options = dataclasses.replace(merged, jump=None)  # reached directly
+            try:
+                tunnel = await self._shared(jump_host, jump_options, f"jump host {options.jump}")
+            except NodeError as exc:
+                raise NodeError(label, f"via jump host {options.jump}: {exc.reason}") from None
         known_hosts = None if self._insecure else os.path.expanduser(options.known_hosts or "")
         if known_hosts is not None and not os.path.exists(known_hosts):
             raise NodeError(
@@ -153,13 +163,12 @@ class NodeConnections:
                 raise NodeError(
                     label, f"cannot connect to {host}:{options.port}: {reason}"
                 ) from None
-        self._channels.setdefault(host, asyncio.Semaphore(options.max_channels or 1))
         return connection
 
     async def run(self, node: NodeSpec, argv: Sequence[str], stdin: str = "") -> CommandResult:
         """Run ``argv`` on the node and collect its output."""
         connection = await self.connection(node)
-        async with self._channels[node.host]:
+        async with self._channel_slots(node):
             try:
                 result = await connection.run(remote_command(argv), input=stdin, check=False)
             except (asyncssh.Error, OSError) as exc:
@@ -175,7 +184,7 @@ class NodeConnections:
     ) -> AsyncIterator[str]:
         """Run ``argv`` on the node and yield its output lines as they come."""
         connection = await self.connection(node)
-        async with self._channels[node.host]:
+        async with self._channel_slots(node):
             try:
                 async with connection.create_process(remote_command(argv)) as process:
                     if stdin:

@@ -26,19 +26,34 @@ def weighted_random(candidates: Sequence[BackendState], rng: random.Random) -> B
     """``simple-shuffle``: a random backend, in proportion to its weight."""
     if len(candidates) == 1:
         return candidates[0]
-    weights = [c.backend.weight for c in candidates]
-    return rng.choices(candidates, weights=weights)[0]
+    return _draw(candidates, rng, sum(c.backend.weight for c in candidates), None)
+
+
+def _draw(
+    candidates: Sequence[BackendState],
+    rng: random.Random,
+    total_weight: float,
+    skip: BackendState | None,
+) -> BackendState:
+    """One weighted draw by a linear scan: cheaper than ``rng.choices`` for a few backends."""
+    point = rng.random() * total_weight
+    chosen = candidates[-1] if candidates[-1] is not skip else candidates[-2]
+    for candidate in candidates:
+        if candidate is skip:
+            continue
+        point -= candidate.backend.weight
+        if point < 0:
+            return candidate
+    return chosen  # float rounding left the point at the very end
 
 
 def _two_choices(
     candidates: Sequence[BackendState], rng: random.Random
 ) -> tuple[BackendState, BackendState]:
-    first = weighted_random(candidates, rng)
-    second = weighted_random(candidates, rng)
-    if second is first:  # two distinct backends when there are two (weights still count)
-        others = [c for c in candidates if c is not first]
-        second = weighted_random(others, rng)
-    return first, second
+    """Two distinct backends, each drawn in proportion to its weight."""
+    total = sum(c.backend.weight for c in candidates)
+    first = _draw(candidates, rng, total, None)
+    return first, _draw(candidates, rng, total - first.backend.weight, first)
 
 
 def _lighter(

@@ -140,3 +140,16 @@ print(seen)
                 *(connections.run(spec.nodes[0], argv) for _ in range(4))
             )
         assert max(int(r.stdout) for r in results) == channels
+
+
+async def test_unreachable_jump_host_is_named(ssh_lab: SshLab, tmp_path: Path) -> None:
+    port = ssh_lab.nodes[0].port
+    spec = spec_for(ssh_lab, tmp_path, jump=f"root@127.0.0.3:{port}")
+    async with NodeConnections(spec) as connections:
+        for node in spec.nodes:  # both nodes share the failed jump connection and say so
+            with pytest.raises(NodeError) as caught:
+                await connections.run(node, ["true"])
+            assert str(caught.value) == (
+                f"node {node.host}: via jump host root@127.0.0.3:{port}: "
+                f"cannot connect to 127.0.0.3:{port}: Connection refused"
+            )
