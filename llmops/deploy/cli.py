@@ -73,6 +73,8 @@ def _run(spec_path: Path, insecure: bool, work: Any) -> tuple[Any, Console]:
 
 def _finish(result: RunResult, console: Console, verb: str) -> None:
     """Print every failure (with its log tail) and exit 1 if there was one."""
+    from rich.markup import escape
+
     from llmops.deploy.errors import DeployFailed, InstanceError
 
     reported_nodes = set()
@@ -81,17 +83,18 @@ def _finish(result: RunResult, console: Console, verb: str) -> None:
             reported_nodes.add(error.node)
     for error in result.errors:
         if isinstance(error, InstanceError):
-            console.print(f"[bold red]error[/]: {error}", highlight=False)
+            console.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False)
             if error.log_tail:
-                console.print(f"  last lines of the log of {error.instance}:", highlight=False)
+                console.print(f"  last lines of the log of {error.instance}:", markup=False)
                 for line in error.log_tail.splitlines():
                     console.print(f"  | {line}", highlight=False, markup=False)
         elif getattr(error, "node", None) not in reported_nodes:
-            console.print(f"[bold red]error[/]: {error}", highlight=False)
+            console.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False)
     if result.backend_file is not None:
         console.print(
             f"router backend file: {result.backend_file} ({result.backends_written} ready)",
             highlight=False,
+            markup=False,
         )
     failed = sum(1 for o in result.outcomes.values() if o.error is not None)
     if result.failed:
@@ -104,16 +107,16 @@ def plan(spec: Path = SPEC, insecure_host_keys: bool = INSECURE) -> None:
 
     Example: llmops deploy plan nodes.yaml
     """
+    from rich.markup import escape
+
     from llmops.deploy.progress import plan_table
 
     async def work(deployer: Deployer, console: Console) -> None:
         placed = await deployer.plan()
         console.print(plan_table(placed))
         for host in placed.unavailable_nodes:
-            console.print(
-                f"[yellow]node {host}: GPUs unknown ({deployer.node_errors.get(host)}), "
-                "nothing planned there"
-            )
+            reason = escape(str(deployer.node_errors.get(host)))
+            console.print(f"[yellow]GPUs unknown, nothing planned there: {reason}")
 
     _run(spec, insecure_host_keys, work)
 
@@ -150,6 +153,7 @@ def status(
     Example: llmops deploy status nodes.yaml
     """
     from rich.table import Table
+    from rich.text import Text
 
     async def work(deployer: Deployer, console: Console) -> RunResult:
         rows, result = await deployer.status(instances or [])
@@ -174,7 +178,8 @@ def status(
                 state += " (not in plan)"
             spec_state = "" if "current" not in row else "current" if row["current"] else "changed"
             table.add_row(
-                row["instance"], row["node"], str(row.get("pid", "")), state, spec_state,
+                Text(row["instance"]), Text(row["node"]), str(row.get("pid", "")),
+                state, spec_state,
                 _num(metrics.get("running")), _num(metrics.get("waiting")),
                 _num(metrics.get("kv_cache_usage"), "{:.0%}"), _num(row.get("gpu_mib")),
                 _num(row.get("uptime_s"), "{:.0f}s"),
@@ -227,17 +232,19 @@ def logs(
     Example: llmops deploy logs nodes.yaml --follow qwen3-30b-10.0.0.1-0
     """
 
+    from rich.text import Text
+
     async def work(deployer: Deployer, console: Console) -> RunResult:
         if follow:
 
             def emit(name: str, line: str) -> None:
-                console.print(f"[cyan]{name}[/] | ", end="", highlight=False)
+                console.print(Text(f"{name} | ", style="cyan"), end="")
                 console.print(line, markup=False, highlight=False)
 
             return await deployer.follow_logs(instances or [], lines, emit)
         found, result = await deployer.logs(instances or [], lines)
         for entry in found:
-            console.rule(f"{entry['instance']} ({entry['node']}:{entry['path']})")
+            console.rule(Text(f"{entry['instance']} ({entry['node']}:{entry['path']})"))
             console.print(entry["log"], markup=False, highlight=False)
         return result
 

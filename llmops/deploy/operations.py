@@ -224,7 +224,12 @@ class Deployer:
         }
         ready = [i for i in result.plan.instances if i.name in ready_names]
         path = self.loaded.path.parent / self.spec.router_config
-        write_backend_file(path, ready, self.loaded.raw_api_keys)
+        try:
+            write_backend_file(path, ready, self.loaded.raw_api_keys)
+        except OSError as exc:
+            raise DeployError(
+                f"cannot write the router backend file {path}: {exc.strerror or exc}"
+            ) from None
         result.backend_file = path
         result.backends_written = len(ready)
 

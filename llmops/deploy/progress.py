@@ -9,9 +9,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from llmops.deploy.plan import Instance, Plan
+from llmops.deploy.ssh import remote_command
 
 _STYLES = {
     "ready": "green",
@@ -30,14 +33,14 @@ def plan_table(plan: Plan) -> Table:
     for i in plan.instances:
         gpus = ",".join(str(g) for g in i.gpus)
         table.add_row(
-            i.name,
-            i.node,
+            Text(i.name),
+            Text(i.node),
             i.engine,
             gpus,
             str(i.port),
             str(i.internal_port),
             i.spec_hash,
-            " ".join(i.argv),
+            Text(remote_command(i.argv)),  # as the shell on the node sees it
         )
     return table
 
@@ -72,9 +75,8 @@ class Progress:
         row[2], row[3] = state, detail
         if self._live is None:
             style = _STYLES.get(state, "cyan")
-            self._console.print(
-                f"{name}: [{style}]{state}[/{style}] {detail}".rstrip(), highlight=False
-            )
+            line = f"{escape(name)}: [{style}]{state}[/{style}] {escape(detail)}"
+            self._console.print(line.rstrip(), highlight=False)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -88,8 +90,9 @@ class Progress:
         now = time.monotonic()
         for name, (node, port, state, detail, since) in self._rows.items():
             style = _STYLES.get(state, "cyan")
+            state_text = Text(state, style=style)
             table.add_row(
-                name, node, port, f"[{style}]{state}[/{style}]", f"{now - since:.0f}s", detail
+                Text(name), Text(node), port, state_text, f"{now - since:.0f}s", Text(detail)
             )
         return table
 

@@ -47,7 +47,10 @@ def test_file_alone_means_up_and_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_plan_prints_every_instance_and_touches_nothing(ssh_lab: SshLab, tmp_path: Path) -> None:
-    models = [{"name": "alpha", "model": "/m", "replicas": 2, "port": 9100}]
+    models = [
+        {"name": "alpha", "model": "/m", "replicas": 2, "port": 9100},
+        {"name": "[/bold] it's", "model": "/m", "nodes": [ssh_lab.nodes[1].address], "port": 9200},
+    ]
     write_spec(ssh_lab, tmp_path, models)
     shown = deploy_cli("plan", "nodes.yaml", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -56,6 +59,9 @@ def test_plan_prints_every_instance_and_touches_nothing(ssh_lab: SshLab, tmp_pat
         f"alpha-{n2}-0" in shown.stdout and f"alpha-{n1}-0" in shown.stdout
     )  # n1's GPU via nvidia-smi
     assert "vllm serve /m --served-model-name alpha --host 0.0.0.0 --port 9100" in shown.stdout
+    # Names are shown literally (no rich markup), commands as the node's shell gets them.
+    assert f"[/bold] it's-{n2}-0" in shown.stdout
+    assert "--served-model-name '[/bold] it'\"'\"'s'" in shown.stdout
     assert not (tmp_path / "state").exists()
     assert not (tmp_path / "backends").exists()
 
