@@ -58,11 +58,11 @@ def _run(spec_path: Path, insecure: bool, work: Any) -> tuple[Any, Console]:
     from llmops.deploy.ssh import NodeConnections
 
     loaded = load_spec(spec_path)
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True)  # long errors stay on one line when piped to a file
     if insecure:
         typer.echo(
             "llmops: warning: SSH host keys are not checked (--insecure-host-keys)", err=True
-        )  # long errors stay on one line when piped to a file
+        )
 
     async def main() -> Any:
         async with NodeConnections(loaded.spec, insecure_host_keys=insecure) as connections:
@@ -263,14 +263,19 @@ def restart(
         False, "--rolling", help="One instance at a time, waiting until each is ready."
     ),
     router_url: str | None = typer.Option(
-        None, "--router-url", help="Drain each instance in this router first."
+        None,
+        "--router-url",
+        help="Drain each instance in this router meanwhile (implies --rolling).",
     ),
     router_token: str | None = typer.Option(
-        None, "--router-token", envvar="LLMOPS_ADMIN_TOKEN", help="Admin token."
+        None, "--router-token", envvar="LLMOPS_ADMIN_TOKEN", help="The router's admin token."
     ),
     insecure_host_keys: bool = INSECURE,
 ) -> None:
-    """Stop and start instances (all of them by default).
+    """Stop and start instances (all of them by default, all at once unless --rolling).
+
+    Rolling: one instance at a time; with --router-url it is drained in the router first
+    (POST /admin/backends/<model>@<host>:<port>/drain), and undrained once ready again.
 
     Example: llmops deploy restart nodes.yaml --rolling --router-url http://10.0.0.9:8000
     """
