@@ -80,9 +80,11 @@ os.execv({python!r}, [{python!r}, *sys.argv[1:]])
 """
 
 NVIDIA_SMI = """#!/bin/sh
-# index, memory.total, memory.used (MiB) of $STANDIN_GPUS idle GPUs; no compute apps.
+# --query-gpu: index, memory.total, memory.used (MiB) of $STANDIN_GPUS idle GPUs.
+# --query-compute-apps: pid, used memory: every running stand-in engine holds 1000 MiB.
 case "$*" in
   *--query-gpu*) sleep "${{STANDIN_SMI_DELAY_S:-0}}"; i=0; while [ $i -lt "$STANDIN_GPUS" ]; do echo "$i, 81920, 0"; i=$((i+1)); done ;;
+  *--query-compute-apps*) for pid in $(pgrep -f "llmops sim"); do echo "$pid, 1000"; done ;;
 esac
 """
 # GPUs nvidia-smi reports on each node (node 1 is the one tests declare ``gpus: auto``).

@@ -132,6 +132,7 @@ async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
             (r["instance"], r["running"], r["ready"], r["current"], r["health"]) for r in rows
         ] == [(name, True, True, True, 200) for name in names]
         assert rows[0]["metrics"]["running"] == 0
+        assert [r["gpu_mib"] for r in rows] == [1000, 1000, 1000]  # nvidia-smi's per-process memory
 
         found, _ = await run(spec_path, "logs", [names[2]], lines=5)
         assert [f["instance"] for f in found] == [names[2]]
