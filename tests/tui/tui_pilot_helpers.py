@@ -36,3 +36,15 @@ async def next_poll(pilot: Pilot[None], app: DashboardApp) -> None:
 def table_ids(app: DashboardApp) -> list[str]:
     table = app.query_one(BackendsTable)
     return [str(row.key.value) for row in table.ordered_rows]
+
+
+async def poll_until(
+    pilot: Pilot[None], app: DashboardApp, condition: Callable[[], bool], tries: int = 50
+) -> None:
+    """Poll again and again (0.1 s apart) until ``condition`` holds after a poll."""
+    for _ in range(tries):
+        await next_poll(pilot, app)
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("condition not met after polling")
