@@ -212,3 +212,54 @@ def _children_named(parent: int, needle: str) -> list[int]:
         if f"PPid:\t{parent}\n" in status and needle in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def test_rate_with_a_concurrency_cap_and_a_duration(start_sim: StartSim, tmp_path: Path) -> None:
+    # Each request takes ~130 ms, so 3 slots carry ~23 req/s: the cap binds below 30 req/s.
+    url = start_sim(ttft_ms=50, itl_ms=10, output_len=8)
+    out = tmp_path / "run.json"
+    done = bench("--url", url, "--rate", "30", "--concurrency", "3", "--duration", "2",
+                 "--output-len", "8", "--workers", "1", "--output", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["peak_in_flight"] == 3 and result["max_concurrency"] == 3
+    assert result["request_rate"] == 30.0
+    assert 40 <= result["completed"] <= 80 and result["failed"] == 0
+    # Slower than the schedule by design, which is not a saturated client.
+    assert result["client_health"]["achieved_request_rate"] < 27
+    assert not any(
+        "scheduled" in reason for reason in result["client_health"]["saturation_reasons"]
+    )
+
+
+def test_too_few_open_files_is_one_clear_line(closed_port: int) -> None:
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "llmops", "bench", "--url", f"http://127.0.0.1:{closed_port}",
+         "--model", "m", "--concurrency", "1000", "--workers", "2", "--ui", "none"],
+        capture_output=True, text=True, timeout=60, preexec_fn=low_limit,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "llmops: --concurrency 1000 over 2 worker(s) needs 564 open files per worker but the "
+        "limit is 256; raise it (ulimit -n 564) or add --workers"
+    )
+
+
+def test_compare_prints_both_runs_side_by_side(tmp_path: Path) -> None:
+    base = {"completed": 10, "request_throughput": 2.0, "median_ttft_ms": 100.0}
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "median_ttft_ms": 110.0}))
+    done = subprocess.run(
+        [sys.executable, "-m", "llmops", "bench", "compare", str(tmp_path / "a.json"),
+         str(tmp_path / "b.json")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert ["median_ttft_ms", "100", "110", "+10.0%"] in rows
+    assert ["request_throughput", "2", "2", "+0.0%"] in rows
