@@ -80,9 +80,12 @@ def test_literal_key_makes_the_file_private_and_replacement_is_atomic(tmp_path: 
     target = tmp_path / "self_deployed_config.yaml"
     target.write_text("model_list: []\n")
     before = os.stat(target).st_ino
-    write_backend_file(target, ready[:1], raw_keys)
+    assert write_backend_file(target, ready[:1], raw_keys)
     assert os.stat(target).st_mode & 0o777 == 0o600
     assert os.stat(target).st_ino != before  # a new file renamed over the old one
+    written = os.stat(target).st_ino
+    assert not write_backend_file(target, ready[:1], raw_keys)  # same content: left alone
+    assert os.stat(target).st_ino == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes.yaml", "self_deployed_config.yaml"]
     write_backend_file(target, [], raw_keys)
     assert yaml.safe_load(target.read_text()) == {"model_list": []}

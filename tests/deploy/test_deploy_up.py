@@ -105,12 +105,14 @@ async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
                     assert response.status == 200
                     assert (await response.json())["usage"]["completion_tokens"] == 2
 
+        written = backend_file.stat().st_ino
         second = await run(spec_path, "up")
         assert not second.errors
         assert set(states(second).values()) == {"ready"}
         actions = {e["instance"]: e["action"] for e in second.events if "action" in e}
         assert actions == dict.fromkeys(names, "unchanged")
         assert pids(second) == started
+        assert backend_file.stat().st_ino == written  # not rewritten: the router does not reload
 
         # Change alpha's args: only alpha's instances restart.
         models[0]["extra_args"] = ["--enable-prefix-caching"]
@@ -193,6 +195,7 @@ async def test_dead_engine_is_started_again_and_its_orphaned_workers_are_ended(
         assert str(leader) not in member_pids(leader) and member_pids(leader)
         rows, _ = await run(spec_path, "status")
         assert [(r["running"], r.get("ready")) for r in rows] == [(False, None)]
+        written = backend_file.stat().st_ino
         second = await run(spec_path, "up")
         assert not second.errors, [str(e) for e in second.errors]
         assert [e["action"] for e in second.events if "action" in e] == ["started"]
