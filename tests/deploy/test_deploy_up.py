@@ -195,7 +195,6 @@ async def test_dead_engine_is_started_again_and_its_orphaned_workers_are_ended(
         assert str(leader) not in member_pids(leader) and member_pids(leader)
         rows, _ = await run(spec_path, "status")
         assert [(r["running"], r.get("ready")) for r in rows] == [(False, None)]
-        written = backend_file.stat().st_ino
         second = await run(spec_path, "up")
         assert not second.errors, [str(e) for e in second.errors]
         assert [e["action"] for e in second.events if "action" in e] == ["started"]
