@@ -41,6 +41,7 @@ from llmops.router.upstream_http import (
     UpstreamPool,
     encode_head,
 )
+from llmops.router.watchdog import WatchedRequest
 
 # Headers that describe one connection, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
@@ -241,23 +242,22 @@ async def _attempt(
         [*headers, *upstream.extra_headers],
         len(body),
     )
-    timeouts = router.config.timeouts
-    first_byte_s, phase = _first_byte_limit(timeouts.ttfb, timeouts.total)
     backend.in_flight += 1
     backend.requests += 1
     connection: UpstreamConnection | None = None
+    watched: WatchedRequest | None = None
+    loop_time = asyncio.get_running_loop().time
     try:
         try:
-            async with asyncio.timeout(first_byte_s):
-                connection = await _send(upstream.pool, head, body, timeouts.connect)
-                streaming = (
-                    connection.status < 400 and connection.content_type == "text/event-stream"
-                )
-                # A stream's first chunk counts as its first byte; other answers are read whole.
-                payload = await (connection.read_chunk() if streaming else connection.read_body())
-            exchange.first_byte_at = asyncio.get_running_loop().time()
+            connection = await upstream.pool.acquire(router.config.timeouts.connect)
+            watched = router.watchdog.watch(connection)
+            connection = await _send(connection, upstream.pool, head, body, watched)
+            streaming = connection.status < 400 and connection.content_type == "text/event-stream"
+            # A stream's first chunk counts as its first byte; other answers are read whole.
+            payload = await (connection.read_chunk() if streaming else connection.read_body())
+            exchange.first_byte_at = watched.last_byte_at = loop_time()
         except (UpstreamError, TimeoutError) as exc:
-            return _failed(router, backend, failure_from_exception(exc, target.id, phase))
+            return _failed(router, backend, _failure(exc, watched, target.id, "ttfb"))
         status = connection.status
         if status >= 400:
             failure = failure_from_response(
@@ -277,53 +277,55 @@ async def _attempt(
                 headers=_response_headers(connection, exchange.request_id),
             )
         exchange.stream = True
-        return await _relay(request, router, connection, payload, backend, exchange)
+        return await _relay(request, router, connection, watched, payload, backend, exchange)
     except asyncio.CancelledError:
         router.cancelled += 1
         raise
     finally:
         backend.in_flight -= 1
+        if watched is not None:
+            router.watchdog.forget(watched)
         if connection is not None:
             connection.release()
 
 
 async def _send(
-    pool: UpstreamPool, head: bytes, body: bytes, connect_timeout_s: float | None
+    connection: UpstreamConnection,
+    pool: UpstreamPool,
+    head: bytes,
+    body: bytes,
+    watched: WatchedRequest,
 ) -> UpstreamConnection:
-    """Send the request and wait for the response head, on a pooled connection if one is free.
+    """Send the request and wait for the response head.
 
     A kept-alive connection the backend closed while it sat idle fails before any answer; the
     request was not processed, so it is sent once more on a fresh connection.
     """
-    connection = await pool.acquire(connect_timeout_s)
     connection.send(head, body)
     try:
         await connection.response_head()
     except UpstreamDisconnected:
-        if not connection.reused:
+        if not connection.reused or watched.expired is not None:
             raise
-        connection = await pool.acquire(connect_timeout_s)
-        connection.send(head, body)
-        try:
-            await connection.response_head()
-        except BaseException:
-            connection.close()
-            raise
-    except BaseException:
         connection.close()
-        raise
+        connection = await pool.acquire(None)
+        watched.connection = connection
+        connection.send(head, body)
+        await connection.response_head()
     return connection
+
+
+def _failure(
+    exc: BaseException, watched: WatchedRequest | None, backend_id: str, phase: str
+) -> UpstreamFailure:
+    """Why an attempt failed: the timeout the watchdog enforced, else the error itself."""
+    if watched is not None and watched.expired is not None:
+        return failure_from_exception(TimeoutError(), backend_id, watched.expired)
+    return failure_from_exception(exc, backend_id, phase)
 
 
 def _header(connection: UpstreamConnection, name: str) -> str | None:
     return next((v for k, v in connection.headers if k.lower() == name), None)
-
-
-def _first_byte_limit(ttfb_s: float | None, total_s: float | None) -> tuple[float | None, str]:
-    """How long to wait for the first byte, and which timeout that is."""
-    if total_s is not None and (ttfb_s is None or total_s < ttfb_s):
-        return total_s, "total"
-    return ttfb_s, "ttfb"
 
 
 def _failed(
@@ -347,6 +349,7 @@ async def _relay(
     request: web.Request,
     router: RouterState,
     connection: UpstreamConnection,
+    watched: WatchedRequest,
     first_chunk: bytes,
     backend: BackendState,
     exchange: Exchange,
@@ -359,7 +362,6 @@ async def _relay(
     response = web.StreamResponse(
         status=connection.status, headers=_response_headers(connection, exchange.request_id)
     )
-    watched = router.watchdog.watch(connection, router.config.timeouts.total)
     now = asyncio.get_running_loop().time
     try:
         await response.prepare(request)
@@ -371,7 +373,7 @@ async def _relay(
             try:
                 chunk = await read()
             except UpstreamError as exc:
-                failure = _stream_failure(exc, watched.expired, backend.id)
+                failure = _failure(exc, watched, backend.id, "idle")
                 _failed(router, backend, failure)
                 exchange.error_kind = failure.kind
                 router.stream_errors += 1
@@ -388,12 +390,4 @@ async def _relay(
     except ConnectionResetError:
         router.cancelled += 1
         exchange.cancelled = True
-    finally:
-        router.watchdog.forget(watched)
     return response
-
-
-def _stream_failure(exc: BaseException, expired: str | None, backend_id: str) -> UpstreamFailure:
-    if expired is None:
-        return failure_from_exception(exc, backend_id, "idle")
-    return failure_from_exception(TimeoutError(), backend_id, expired)

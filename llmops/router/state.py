@@ -22,7 +22,7 @@ from llmops.router.limits import Limiter
 from llmops.router.metrics import RouterMetrics
 from llmops.router.pool import BackendState, PoolSnapshot, build_snapshot
 from llmops.router.upstream_http import UpstreamPool, UpstreamTarget
-from llmops.router.watchdog import StreamWatchdog
+from llmops.router.watchdog import RequestWatchdog
 
 
 @dataclass(eq=False)
@@ -39,7 +39,7 @@ class RouterState:
     metrics: RouterMetrics = field(init=False)
     access_formatter: Callable[[Exchange], str] | None = field(init=False)
     events: EventLog = field(default_factory=EventLog)
-    watchdog: StreamWatchdog = field(default_factory=StreamWatchdog)
+    watchdog: RequestWatchdog = field(default_factory=RequestWatchdog)
     rng: random.Random = field(default_factory=random.Random)
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
@@ -70,7 +70,8 @@ class RouterState:
         scoped = (t if isinstance(t, str) else (t.token, frozenset(t.models)) for t in auth.tokens)
         self.inference_tokens = TokenSet((*scoped, *auth.admin_tokens) if auth.tokens else ())
         self.admin_tokens = TokenSet(auth.admin_tokens)
-        self.watchdog.idle_s = config.timeouts.idle
+        timeouts = config.timeouts
+        self.watchdog.configure(timeouts.ttfb, timeouts.idle, timeouts.total)
         log = config.access_log
         self.access_formatter = FORMATTERS[log.format] if log.enabled else None
 

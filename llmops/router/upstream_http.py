@@ -68,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._head = b""
+        self._in_use = False  # a request was sent and its answer is awaited
         self._head_done: asyncio.Future[None] = self._loop.create_future()
         self.status = 0
         self.headers: list[tuple[str, str]] = []
@@ -91,6 +92,8 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool.forget(self)
+        if not self._in_use:
+            return  # an idle connection the backend closed: nobody is waiting on it
         if not self._head_done.done():
             self._head_done.set_exception(
                 UpstreamDisconnected("connection closed before a response")
@@ -235,7 +238,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- what the proxy calls --------------------------------------------------------------
     def send(self, head: bytes, body: bytes) -> None:
         assert self.transport is not None
-        self.transport.writelines((head, body))
+        self._in_use = True
+        self.transport.writelines((head, body))  # one writev with uvloop
 
     async def response_head(self) -> None:
         """Wait for the status line and headers."""

@@ -1,7 +1,9 @@
-"""One timer for every open stream: ends streams that go idle or outlive the total timeout.
+"""One timer for every upstream request: time to first byte, idle gaps and total time.
 
-A per-chunk timer would cost a timer handle per relayed chunk; instead each stream stores
-when its last byte came (one float per chunk) and a single task sweeps them all.
+A timer per request (or per relayed chunk) costs a timer handle each time; instead each
+request stores when its last byte came (one float per chunk) and a single task sweeps them
+all, closing the upstream connection of any that ran out of time. The pending read then
+fails at once and the proxy reports the timeout by the name recorded in ``expired``.
 """
 
 from __future__ import annotations
@@ -9,55 +11,73 @@ from __future__ import annotations
 import asyncio
 from typing import Literal, Protocol
 
-Expiry = Literal["idle", "total"]
+Expiry = Literal["ttfb", "idle", "total"]
 
 
 class Closable(Protocol):
     def close(self) -> None: ...
 
 
-class WatchedStream:
-    __slots__ = ("deadline", "expired", "last_byte_at", "upstream")
+class WatchedRequest:
+    __slots__ = ("connection", "deadline", "expired", "first_byte_deadline", "last_byte_at")
 
-    def __init__(self, upstream: Closable, now: float, total_s: float | None) -> None:
-        self.upstream = upstream
-        self.last_byte_at = now
+    def __init__(
+        self, connection: Closable, now: float, ttfb_s: float | None, total_s: float | None
+    ) -> None:
+        self.connection = connection
+        self.last_byte_at: float | None = None  # None until the first byte
+        self.first_byte_deadline = now + ttfb_s if ttfb_s is not None else None
         self.deadline = now + total_s if total_s is not None else None
         self.expired: Expiry | None = None
 
 
-class StreamWatchdog:
+class RequestWatchdog:
     def __init__(self) -> None:
-        self._streams: set[WatchedStream] = set()
+        self._requests: set[WatchedRequest] = set()
+        self.ttfb_s: float | None = None
         self.idle_s: float | None = None
+        self.total_s: float | None = None
 
-    def watch(self, upstream: Closable, total_s: float | None) -> WatchedStream:
-        stream = WatchedStream(upstream, asyncio.get_running_loop().time(), total_s)
-        self._streams.add(stream)
-        return stream
+    def configure(self, ttfb_s: float | None, idle_s: float | None, total_s: float | None) -> None:
+        self.ttfb_s, self.idle_s, self.total_s = ttfb_s, idle_s, total_s
 
-    def forget(self, stream: WatchedStream) -> None:
-        self._streams.discard(stream)
+    def watch(self, connection: Closable) -> WatchedRequest:
+        now = asyncio.get_running_loop().time()
+        watched = WatchedRequest(connection, now, self.ttfb_s, self.total_s)
+        self._requests.add(watched)
+        return watched
+
+    def forget(self, watched: WatchedRequest) -> None:
+        self._requests.discard(watched)
 
     def sweep(self, now: float) -> int:
-        """Close the upstream of every expired stream; returns how many were closed."""
+        """Close the upstream of every request out of time; returns how many were closed."""
         expired = 0
         idle_s = self.idle_s
-        for stream in list(self._streams):
-            if stream.deadline is not None and now >= stream.deadline:
-                stream.expired = "total"
-            elif idle_s is not None and now - stream.last_byte_at >= idle_s:
-                stream.expired = "idle"
-            else:
+        for watched in list(self._requests):
+            if watched.deadline is not None and now >= watched.deadline:
+                watched.expired = "total"
+            elif watched.last_byte_at is None:
+                if watched.first_byte_deadline is None or now < watched.first_byte_deadline:
+                    continue
+                watched.expired = "ttfb"
+            elif idle_s is None or now - watched.last_byte_at < idle_s:
                 continue
-            self._streams.discard(stream)
-            stream.upstream.close()  # the relay's pending read fails at once
+            else:
+                watched.expired = "idle"
+            self._requests.discard(watched)
+            watched.connection.close()
             expired += 1
         return expired
+
+    @property
+    def tick_s(self) -> float:
+        """A tenth of the shortest timeout: detection close to it, without a busy sweep."""
+        limits = [t for t in (self.ttfb_s, self.idle_s, self.total_s) if t is not None]
+        return min(1.0, max(0.02, min(limits, default=10.0) / 10))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            # A tenth of the idle timeout keeps detection close to it without a busy sweep.
-            await asyncio.sleep(min(1.0, max(0.05, (self.idle_s or 10.0) / 10)))
+            await asyncio.sleep(self.tick_s)
             self.sweep(loop.time())
