@@ -76,3 +76,29 @@ async def test_rolling_restart_drains_each_backend_and_traffic_keeps_flowing(
     finally:
         stopped = await run(spec_path, "stop")
     assert not stopped.errors
+
+
+async def test_rolling_restart_stops_nothing_when_the_router_cannot_drain(
+    ssh_lab: SshLab, tmp_path: Path, start_router: Any
+) -> None:
+    n1 = ssh_lab.nodes[0].address
+    models = [
+        {"name": "alpha", "model": "/m", "port": free_port(), "nodes": [n1], "ready_timeout_s": 30}
+    ]
+    spec_path = write_spec(ssh_lab, tmp_path, models)
+    try:
+        first = await run(spec_path, "up")
+        assert not first.errors, [str(e) for e in first.errors]
+        url = await start_router({"model_list": []})  # a router that does not know the backend
+        async with RouterAdmin(url, None) as admin:
+            result = await run(spec_path, "restart", rolling=True, drain=admin)
+        (error,) = result.errors
+        backend_id = first.plan.instances[0].backend_id
+        assert str(error).startswith(
+            f"node {n1}, instance alpha-{n1}-0: router drain of {backend_id} answered 404"
+        )
+        rows, _ = await run(spec_path, "status")
+        assert [(r["pid"], r["ready"]) for r in rows] == [(pids(first)[f"alpha-{n1}-0"], True)]
+    finally:
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors
