@@ -55,7 +55,7 @@ def build_app(loaded: LoadedConfig, config_path: Path) -> web.Application:
     app.router.add_get("/ready", _ready)
     app.router.add_get("/status", _admin(_status))
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/dashboard", _admin(_dashboard))
+    app.router.add_get("/dashboard", _admin(_dashboard, query_token=True))
     app.router.add_post("/admin/backends/{backend_id:.+}/drain", _admin(_drain))
     app.router.add_post("/admin/backends/{backend_id:.+}/undrain", _admin(_undrain))
     app.router.add_post("/admin/reload", _admin(_reload))
@@ -86,7 +86,7 @@ def _router_lifetime(
         app[WATCHER] = watcher
         tasks = [
             asyncio.create_task(run_health_checks(router), name="health checks"),
-            asyncio.create_task(router.watchdog.run(), name="stream watchdog"),
+            asyncio.create_task(router.watchdog.run(), name="request watchdog"),
             asyncio.create_task(watcher.run(), name="config watcher"),
             asyncio.create_task(_engine_scraper(router).run(), name="engine metrics"),
             asyncio.create_task(run_notifier(router), name="webhooks"),
@@ -131,14 +131,15 @@ def _inference(handler: _Handler) -> _Handler:
     return checked
 
 
-def _admin(handler: _Handler) -> _Handler:
+def _admin(handler: _Handler, query_token: bool = False) -> _Handler:
+    """Admin access; ``query_token`` also takes ``?token=`` (a browser opening a page)."""
+
     async def checked(request: web.Request) -> web.StreamResponse:
         tokens = request.app[ROUTER].admin_tokens
-        refusal = admin_refusal(
-            request.remote,
-            not tokens.open,
-            tokens.accepts(request.headers.get("Authorization")),
-        )
+        given = request.headers.get("Authorization")
+        if given is None and query_token and "token" in request.query:
+            given = f"Bearer {request.query['token']}"
+        refusal = admin_refusal(request.remote, not tokens.open, tokens.accepts(given))
         if refusal == "unauthorized":
             return json_error(401, "this endpoint needs an admin token", "invalid_admin_token")
         if refusal == "forbidden":
