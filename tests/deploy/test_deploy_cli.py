@@ -1,4 +1,4 @@
-"""The `llmops deploy` command line: help, plan, bad specs, logs --follow, prune and SIGKILL."""
+"""The `llmops deploy` command line: help, file-alone dispatch, bad specs, plan, logs --follow."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-from deploy_lab import SshLab, free_port, live_group_members, pids, run, write_spec
+from deploy_lab import SshLab, free_port, run, write_spec
 from typer.testing import CliRunner
 
 from llmops.cli import app
@@ -64,43 +63,6 @@ def test_plan_prints_every_instance_and_touches_nothing(ssh_lab: SshLab, tmp_pat
     assert "--served-model-name '[/bold] it'\"'\"'s'" in shown.stdout
     assert not (tmp_path / "state").exists()
     assert not (tmp_path / "backends").exists()
-
-
-async def test_prune_and_sigkill_of_a_stubborn_process_group(
-    ssh_lab: SshLab, tmp_path: Path
-) -> None:
-    n1, n2 = (n.address for n in ssh_lab.nodes)
-    model = {
-        "name": "alpha",
-        "model": "/m",
-        "replicas": 2,
-        "port": free_port(),
-        "env": {"STANDIN_STUBBORN_CHILD": "1"},
-        "ready_timeout_s": 30,
-    }
-    spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
-    first = await run(spec_path, "up")
-    assert not first.errors, [str(e) for e in first.errors]
-    started = pids(first)
-    assert all(
-        len(live_group_members(pid)) >= 2 for pid in started.values()
-    )  # engine + stubborn child
-    try:
-        model["replicas"] = 1
-        spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
-        second = await run(spec_path, "up")
-        assert not second.errors, [str(e) for e in second.errors]
-        actions = {e["instance"]: e["action"] for e in second.events if "action" in e}
-        assert actions == {f"alpha-{n1}-0": "removed", f"alpha-{n2}-0": "unchanged"}
-        assert not live_group_members(started[f"alpha-{n1}-0"])  # SIGKILL got the child too
-        written = yaml.safe_load((tmp_path / "backends" / "self_deployed_config.yaml").read_text())
-        assert [e["litellm_params"]["api_base"] for e in written["model_list"]] == [
-            second.plan.instances[0].api_base
-        ]
-    finally:
-        stopped = await run(spec_path, "stop")
-    assert not stopped.errors
-    assert all(not live_group_members(pid) for pid in started.values())
 
 
 async def test_logs_follow_streams_new_lines_until_interrupted(

@@ -171,34 +171,45 @@ def member_pids(pgid: int) -> list[str]:
     return [line.split()[0] for line in live_group_members(pgid)]
 
 
-async def test_dead_engine_is_started_again_and_its_orphaned_workers_are_ended(
+async def test_crashed_engine_restarts_removed_instance_stops_and_stubborn_workers_get_sigkill(
     ssh_lab: SshLab, tmp_path: Path
 ) -> None:
-    n1 = ssh_lab.nodes[0].address
+    n1, n2 = (n.address for n in ssh_lab.nodes)
     model = {
         "name": "alpha",
         "model": "/m",
+        "replicas": 2,
         "port": free_port(),
-        "nodes": [n1],
         "env": {"STANDIN_STUBBORN_CHILD": "1"},  # a worker that ignores SIGTERM
         "ready_timeout_s": 30,
     }
     spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
     first = await run(spec_path, "up")
     assert not first.errors, [str(e) for e in first.errors]
-    (leader,) = pids(first).values()
+    started = pids(first)
+    kept, removed = f"alpha-{n2}-0", f"alpha-{n1}-0"
     try:
-        os.kill(leader, signal.SIGKILL)  # the engine crashes; its worker lives on
+        crashed = started[kept]
+        os.kill(crashed, signal.SIGKILL)  # the engine crashes; its worker lives on
         deadline = time.monotonic() + 10
-        while str(leader) in member_pids(leader) and time.monotonic() < deadline:
+        while str(crashed) in member_pids(crashed) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert str(leader) not in member_pids(leader) and member_pids(leader)
+        assert str(crashed) not in member_pids(crashed) and member_pids(crashed)
         rows, _ = await run(spec_path, "status")
-        assert [(r["running"], r.get("ready")) for r in rows] == [(False, None)]
+        assert [(r["instance"], r["running"]) for r in rows] == [(kept, False), (removed, True)]
+
+        model["replicas"] = 1  # and the plan drops the instance on node 1
+        spec_path = write_spec(ssh_lab, tmp_path, [model], stop_timeout_s=0.5)
         second = await run(spec_path, "up")
         assert not second.errors, [str(e) for e in second.errors]
-        assert [e["action"] for e in second.events if "action" in e] == ["started"]
-        assert not live_group_members(leader)  # the orphaned worker was ended first
+        actions = {e["instance"]: e["action"] for e in second.events if "action" in e}
+        assert actions == {removed: "removed", kept: "started"}
+        assert not member_pids(crashed)  # the orphaned worker was ended before the new start
+        assert not member_pids(started[removed])  # SIGTERM ignored: SIGKILL got the worker
+        written = yaml.safe_load((tmp_path / "backends" / "self_deployed_config.yaml").read_text())
+        assert [e["litellm_params"]["api_base"] for e in written["model_list"]] == [
+            second.plan.instances[0].api_base
+        ]
     finally:
         stopped = await run(spec_path, "stop")
     assert not stopped.errors
