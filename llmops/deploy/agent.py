@@ -228,21 +228,25 @@ def preflight(request: Request, existing: dict[str, dict[str, Any]]) -> list[dic
     return passed
 
 
-def stop_group(request: Request, key: str, record: dict[str, Any]) -> list[int]:
-    """SIGTERM the instance's processes, wait, SIGKILL what is left; returns pids still alive
-    (should be []). Also ends workers that outlived a crashed engine (they hold GPU memory)."""
-    pgid, value = int(record["pgid"]), marker(request, key)
+def stop_groups(request: Request, targets: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
+    """SIGTERM the processes of every target instance (key -> record) at once, wait, SIGKILL
+    what is left; returns the pids still alive per key (should be all empty). Also ends
+    workers that outlived a crashed engine (they hold GPU memory)."""
+
+    def members() -> dict[str, list[int]]:
+        return {k: group_members(int(r["pgid"]), marker(request, k)) for k, r in targets.items()}
+
     for sig, wait_s in ((signal.SIGTERM, request["stop_timeout_s"]), (signal.SIGKILL, 5.0)):
-        members = group_members(pgid, value)
-        if not members:
-            return []
-        for pid in members:  # one by one: only the marked members of the group
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+        alive = members()
+        for pids in alive.values():
+            for pid in pids:  # one by one: only the marked members of the group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and group_members(pgid, value):
+        while any(alive.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
-    return group_members(pgid, value)
+            alive = members()
+    return members()
 
 
 def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
@@ -291,52 +295,45 @@ def start(request: Request, instance: dict[str, Any]) -> dict[str, Any]:
 
 
 def do_up(request: Request) -> None:
-    """Preflight; stop instances no longer planned (``prune``); leave unchanged ones alone
-    (unless ``restart``), restart changed ones, start dead ones; then wait until ready."""
+    """Preflight; leave unchanged instances alone (unless ``restart``); stop changed ones,
+    leftovers of dead ones and (``prune``) those no longer planned, all before starting
+    anything, so ports and GPUs that move between instances are free; start; wait ready."""
     existing = records(request)
     passed = preflight(request, existing)
     planned = {i["key"] for i in request["instances"]}
-    for key, old in existing.items() if request.get("prune") else ():
-        if key not in planned:
-            left = stop_group(request, key, old)
-            if not left:
-                os.remove(os.path.join(instance_dir(request, key), "state.json"))
-            emit({"instance": old.get("name", key), "action": "removed", "left": left})
-    to_wait = []
+    unchanged, to_start = [], []
     for instance in passed:
-        if apply(request, instance, existing.get(instance["key"])):
-            to_wait.append(instance)
-    wait_ready(request, to_wait)
-
-
-def apply(request: Request, instance: dict[str, Any], record: dict[str, Any] | None) -> bool:
-    """Make the instance run its planned spec; False (and an error event) if it cannot."""
-    name = instance["name"]
-    running = record is not None and is_running(record)
-    if record is not None:
-        if (
-            running
-            and record.get("spec_hash") == instance["spec_hash"]
-            and not request.get("restart")
-        ):
-            emit({"instance": name, "action": "unchanged", "pid": record["pid"]})
-            return True
-        left = stop_group(request, instance["key"], record)  # also leftovers of a dead engine
-        if left:
-            emit({"instance": name, "error": f"old processes did not stop: {left}"})
-            return False
-    try:
-        new = start(request, instance)
-    except OSError as exc:
-        emit(
-            {
-                "instance": name,
-                "error": f"cannot start {instance['argv'][0]}: {exc.strerror or exc}",
-            }
-        )
-        return False
-    emit({"instance": name, "action": "restarted" if running else "started", "pid": new["pid"]})
-    return True
+        record = existing.get(instance["key"], {})
+        same = record.get("spec_hash") == instance["spec_hash"]
+        if same and is_running(record) and not request.get("restart"):
+            emit({"instance": instance["name"], "action": "unchanged", "pid": record["pid"]})
+            unchanged.append(instance)
+        else:
+            to_start.append(instance)
+    replaced = {i["key"]: existing[i["key"]] for i in to_start if i["key"] in existing}
+    pruned = {k: r for k, r in existing.items() if request.get("prune") and k not in planned}
+    was_running = {key for key, record in replaced.items() if is_running(record)}
+    left = stop_groups(request, {**replaced, **pruned})
+    for key, record in pruned.items():
+        if not left[key]:
+            os.remove(os.path.join(instance_dir(request, key), "state.json"))
+        emit({"instance": record.get("name", key), "action": "removed", "left": left[key]})
+    started = []
+    for instance in to_start:
+        key, name = instance["key"], instance["name"]
+        if left.get(key):
+            emit({"instance": name, "error": f"old processes did not stop: {left[key]}"})
+            continue
+        try:
+            new = start(request, instance)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            emit({"instance": name, "error": f"cannot start {instance['argv'][0]}: {reason}"})
+            continue
+        action = "restarted" if key in was_running else "started"
+        emit({"instance": name, "action": action, "pid": new["pid"]})
+        started.append(instance)
+    wait_ready(request, unchanged + started)
 
 
 def http_get(url: str, token: str | None) -> tuple[int, bytes]:
@@ -474,20 +471,20 @@ def do_stop(request: Request) -> None:
     if request.get("all"):
         planned = {key for key, _ in targets}
         targets += [(key, r.get("name", key)) for key, r in existing.items() if key not in planned]
+    found = {key: existing[key] for key, _ in targets if key in existing}
+    alive = {k for k, r in found.items() if group_members(int(r["pgid"]), marker(request, k))}
+    left = stop_groups(request, found)  # even where the leader died: its workers may not have
     for key, name in targets:
-        record = existing.get(key)
+        record = found.get(key)
         if record is None:
             emit({"instance": name, "action": "not running"})
-            continue
-        alive = bool(group_members(int(record["pgid"]), marker(request, key)))
-        left = stop_group(request, key, record)  # even if the leader died: its workers may not
-        if left:
-            emit({"instance": name, "error": f"processes still alive after SIGKILL: {left}"})
-            continue
-        os.remove(os.path.join(instance_dir(request, key), "state.json"))
-        taken = port_taken(record.get("address", "127.0.0.1"), int(record["port"]))
-        action = "stopped" if alive else "not running"
-        emit({"instance": name, "action": action, "port_free": not taken})
+        elif left[key]:
+            emit({"instance": name, "error": f"processes still alive after SIGKILL: {left[key]}"})
+        else:
+            os.remove(os.path.join(instance_dir(request, key), "state.json"))
+            taken = port_taken(record.get("address", "127.0.0.1"), int(record["port"]))
+            action = "stopped" if key in alive else "not running"
+            emit({"instance": name, "action": action, "port_free": not taken})
 
 
 def do_logs(request: Request) -> None:

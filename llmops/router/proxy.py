@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, istr
 
 from llmops.openai import DONE_EVENT, error_json, sse_event, usage_from_body
@@ -58,7 +59,8 @@ HOP_BY_HOP = frozenset(
         "content-length",
     )
 )
-_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id"}
+# The server decodes a compressed body, so what is forwarded is no longer encoded.
+_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id", "content-encoding"}
 _REQUEST_ID = istr("x-request-id")
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -85,6 +87,9 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
     except TimeoutError:
         message = f"request body not received within {timeout_s:g} s"
         return json_error(408, message, "body_timeout", {"Connection": "close"})
+    except RequestPayloadError as exc:  # bad chunked framing or content encoding
+        message = f"request body cannot be read: {exc.__cause__ or exc}"
+        return json_error(400, message, "invalid_body", {"Connection": "close"})
     except web.HTTPRequestEntityTooLarge:
         return json_error(
             413,

@@ -214,3 +214,30 @@ async def test_crashed_engine_restarts_removed_instance_stops_and_stubborn_worke
         stopped = await run(spec_path, "stop")
     assert not stopped.errors
     assert all(not live_group_members(pid) for pid in pids(second).values())
+
+
+async def test_instances_that_swap_ports_are_all_stopped_before_any_starts(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n2 = ssh_lab.nodes[1].address
+    low = free_port(n2)
+    models = [
+        {"name": "x", "model": "/x", "port": low, "nodes": [n2], "ready_timeout_s": 30},
+        {"name": "y", "model": "/y", "port": low + 1, "nodes": [n2], "ready_timeout_s": 30},
+    ]
+    spec_path = write_spec(ssh_lab, tmp_path, models)
+    try:
+        first = await run(spec_path, "up")
+        assert not first.errors, [str(e) for e in first.errors]
+        models[0]["port"], models[1]["port"] = low + 1, low
+        spec_path = write_spec(ssh_lab, tmp_path, models)
+        second = await run(spec_path, "up")
+        assert not second.errors, [str(e) for e in second.errors]
+        assert {i.name: i.port for i in second.plan.instances} == {
+            f"x-{n2}-0": low + 1,
+            f"y-{n2}-0": low,
+        }
+        assert all(o.ready for o in second.outcomes.values())
+    finally:
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors
