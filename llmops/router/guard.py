@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import ssl
 from typing import Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from llmops.config.router import ServerConfig
 from llmops.openai import error_json
@@ -32,6 +35,7 @@ BUSY_RESPONSE = (
 )
 _REFUSAL_LINGER_S = 1.0  # read (and drop) what the client still sends, so it sees the 503
 _MAX_HEAD_BYTES = 65536
+_LINGER_S = 2.0
 
 
 def is_loopback(peer: str | None) -> bool:
@@ -81,7 +85,26 @@ def protocol_options(server: ServerConfig) -> dict[str, Any]:
         "max_line_size": server.max_header_bytes,
         "max_field_size": server.max_header_bytes,
         "max_headers": server.max_headers,
+        # After an early answer (408, 413), drain an unread body this long, then close.
+        "lingering_time": _LINGER_S,
+        "logger": SERVER_LOG,
     }
+
+
+class _ClientMistakesAtDebug(logging.Filter):
+    """aiohttp logs every malformed request at ERROR with a traceback: a client could fill
+    the logs at will. Those (answered 400 already) go to DEBUG; real failures stay ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (HttpProcessingError, RequestPayloadError)):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return SERVER_LOG.isEnabledFor(logging.DEBUG)
+
+
+SERVER_LOG = logging.getLogger("llmops.router.http")
+SERVER_LOG.addFilter(_ClientMistakesAtDebug())
 
 
 class _Refusal(asyncio.Protocol):
