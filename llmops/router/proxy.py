@@ -359,40 +359,111 @@ async def _relay(
     backend: BackendState,
     exchange: Exchange,
 ) -> web.StreamResponse:
-    """Send an upstream event stream to the client as it arrives, chunk by chunk.
+    """Send an upstream event stream to the client as it arrives.
 
-    Returns the (prepared) response in every case; a client that went away is counted as a
-    cancellation and the upstream connection is closed by the caller, which aborts the work.
+    After the response head, each piece of the body the upstream socket delivers is framed
+    and written to the client socket from the upstream's read callback: no task switch, no
+    per-chunk objects. A client that reads slowly pauses the upstream socket (backpressure to
+    the engine). Returns the prepared response in every case; a client that went away is
+    counted as a cancellation and the caller's release of the connection aborts the engine.
     """
     response = web.StreamResponse(
         status=connection.status, headers=_response_headers(connection, exchange.request_id)
     )
-    now = asyncio.get_running_loop().time
     try:
-        await response.prepare(request)
-        read, write = connection.read_chunk, response.write
-        tap = exchange.usage_tap
-        chunk = first_chunk
-        while chunk:
-            await write(chunk if tap is None else tap.feed(chunk))
-            try:
-                chunk = await read()
-            except UpstreamError as exc:
-                failure = _failure(exc, watched, backend.id, "idle")
-                _failed(router, backend, failure)
-                exchange.error_kind = failure.kind
-                router.stream_errors += 1
-                await write(sse_event(failure.body) + DONE_EVENT)
-                break
-            watched.last_byte_at = now()
-        if tap is not None and (held := tap.flush()):
-            await write(held)
-        await response.write_eof()
-        if tap is not None:
-            exchange.usage = tap.usage
-            auth = request.headers.get("Authorization")
-            await router.limits.record_usage(backend, auth, tap.usage)
+        writer = await response.prepare(request)
     except ConnectionResetError:
-        router.cancelled += 1
-        exchange.cancelled = True
+        return _client_gone(router, exchange, response)
+    transport = request.transport
+    if writer is None or transport is None:
+        return _client_gone(router, exchange, response)
+    chunked = response.headers.get("Transfer-Encoding") == "chunked"  # not for HTTP/1.0
+    sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
+    try:
+        sink(first_chunk)
+        await connection.relay(sink)
+    except UpstreamError as exc:
+        if sink.client_gone:
+            return _client_gone(router, exchange, response)
+        failure = _failure(exc, watched, backend.id, "idle")
+        _failed(router, backend, failure)
+        exchange.error_kind = failure.kind
+        router.stream_errors += 1
+        sink.event(sse_event(failure.body) + DONE_EVENT)
+    if sink.client_gone:
+        return _client_gone(router, exchange, response)
+    tap = exchange.usage_tap
+    if tap is not None:
+        sink.event(tap.flush())
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        return _client_gone(router, exchange, response)
+    if tap is not None:
+        exchange.usage = tap.usage
+        auth = request.headers.get("Authorization")
+        await router.limits.record_usage(backend, auth, tap.usage)
     return response
+
+
+def _client_gone(
+    router: RouterState, exchange: Exchange, response: web.StreamResponse
+) -> web.StreamResponse:
+    router.cancelled += 1
+    exchange.cancelled = True
+    return response
+
+
+_CLIENT_HIGH_WATER_BYTES = 64 * 1024
+_CLIENT_LOW_WATER_BYTES = 16 * 1024
+_DRAIN_POLL_S = 0.01
+
+
+class _ClientSink:
+    """Writes relayed body bytes to the client socket, framed as HTTP/1.1 chunks."""
+
+    __slots__ = ("_chunked", "_connection", "_now", "_tap", "_transport", "_watched", "client_gone")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        connection: UpstreamConnection,
+        watched: WatchedRequest,
+        tap: UsageTap | None,
+        chunked: bool,
+    ) -> None:
+        self._transport = transport
+        self._connection = connection
+        self._watched = watched
+        self._tap = tap
+        self._chunked = chunked
+        self._now = asyncio.get_running_loop().time
+        self.client_gone = False
+
+    def __call__(self, data: bytes) -> None:
+        self._watched.last_byte_at = self._now()
+        if self._tap is not None:
+            data = self._tap.feed(data)
+        self.event(data)
+
+    def event(self, data: bytes) -> None:
+        if not data or self.client_gone:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            self.client_gone = True
+            self._connection.close()  # stop the engine's work now
+            return
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES:
+            self._connection.pause_reading()
+            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._resume_when_drained)
+
+    def _resume_when_drained(self) -> None:
+        if self._transport.is_closing():
+            self.client_gone = True
+            self._connection.close()
+        elif self._transport.get_write_buffer_size() <= _CLIENT_LOW_WATER_BYTES:
+            self._connection.resume_reading()
+        else:
+            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._resume_when_drained)

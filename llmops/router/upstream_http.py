@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llmops.errors import LlmopsError
@@ -84,6 +84,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
+        self._sink: Callable[[bytes], None] | None = None  # set while relaying (push mode)
+        self._relay_done: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
         elif not self._body_done:
             if self._remaining == -1 and not self._chunked:
                 self._body_done = True  # a body framed by the end of the connection
-            else:
+            elif self._error is None:
                 self._error = UpstreamBodyError("connection closed in the middle of the body")
         self._wake()
 
@@ -222,18 +224,28 @@ class UpstreamConnection(asyncio.Protocol):
         self._deliver(b"".join(pieces) if len(pieces) != 1 else pieces[0])
 
     def _deliver(self, data: bytes) -> None:
+        if self._sink is not None:
+            if data:
+                self._sink(data)
+            self._wake()
+            return
         if data:
             self._body.append(data)
             self._buffered += len(data)
-            if self._buffered > _HIGH_WATER_BYTES and not self._paused and self.transport:
-                self._paused = True
-                self.transport.pause_reading()
+            if self._buffered > _HIGH_WATER_BYTES:
+                self.pause_reading()
         self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        done = self._relay_done
+        if done is not None and not done.done():
+            if self._error is not None:
+                done.set_exception(self._error)
+            elif self._body_done or self.closed:
+                done.set_result(None)
 
     # -- what the proxy calls --------------------------------------------------------------
     def send(self, head: bytes, body: bytes) -> None:
@@ -260,10 +272,34 @@ class UpstreamConnection(asyncio.Protocol):
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._buffered = 0
-        if self._paused and self.transport is not None:
+        self.resume_reading()
+        return data
+
+    def relay(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """Hand every body byte to ``sink`` as it arrives, with no task switch per chunk.
+
+        The returned future completes with the body, or fails with the error that cut it.
+        """
+        self._sink = sink
+        self._relay_done = self._loop.create_future()
+        pending = b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        if pending:
+            sink(pending)
+        self.resume_reading()
+        self._wake()
+        return self._relay_done
+
+    def pause_reading(self) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
             self._paused = False
             self.transport.resume_reading()
-        return data
 
     async def read_body(self) -> bytes:
         """The whole body."""
@@ -277,20 +313,35 @@ class UpstreamConnection(asyncio.Protocol):
         return self._keep_alive and self._body_done and not self._body and not self.closed
 
     def close(self) -> None:
-        """Drop the connection: the backend sees the request aborted."""
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        """Drop the connection: the backend sees the request aborted; whoever waits on the
+        response (head, body or relay) gets an error at once."""
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+        if not self._in_use:
+            return
+        if not self._head_done.done():
+            self._head_done.set_exception(UpstreamDisconnected("connection closed by the router"))
+        elif not self._body_done and self._error is None:
+            self._error = UpstreamBodyError("connection closed by the router")
+        self._wake()
 
     def release(self) -> None:
-        """Hand the connection back: pooled if the response was complete, closed otherwise."""
+        """Hand the connection back: pooled if the response was complete, closed otherwise.
+
+        Called by the one task that used it, when done: nothing waits on it any more.
+        """
         if self.reusable:
             self._reset()
             self.reused = True
             self.idle_since = time.monotonic()
             self._pool.put_idle(self)
-        else:
-            self.close()
+            return
+        for pending in (self._head_done, self._relay_done):
+            if pending is not None and not pending.done():
+                pending.cancel()  # no one will read it: an error set later would go unheard
+        self.close()
 
 
 class UpstreamPool:

@@ -1,0 +1,305 @@
+"""Paced streaming through the router: the real engine pattern, each token its own write.
+
+    python benchmarks/paced_streams.py [--streams 1000] [--itl-ms 40] [--tokens 100] [--runs 3] [--write]
+
+`llmops sim` (the engine) and `llmops bench` (the client) share core 0; the proxy under test
+has core 1 to itself. For each of direct / minimal aiohttp proxy / llmops router, interleaved
+per run, it records chunks relayed per second, the proxy's CPU per relayed chunk, and the
+TTFT and ITL the client saw; the router's added TTFT is its median TTFT minus direct's.
+A second part holds 1,000 and 10,000 slow streams open through the router and records its RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import cpu_seconds, free_port, median, wait_port
+from router_throughput import start_minimal, write_section
+
+MODEL = "paced"
+
+
+def start_sim(itl_ms: float, max_seqs: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "llmops",
+            "sim",
+            "--port",
+            str(port),
+            "--model",
+            MODEL,
+            "--ttft-ms",
+            "50",
+            "--itl-ms",
+            str(itl_ms),
+            "--max-num-seqs",
+            str(max_seqs),
+            "--kv-cache-tokens",
+            str(max_seqs * 400),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_router(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = workdir / "router.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {"model_name": MODEL, "litellm_params": {"api_base": f"{upstream}/v1"}}
+                ]
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            "-m",
+            "llmops",
+            "router",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def bench(url: str, streams: int, requests: int, tokens: int, workdir: Path) -> dict[str, float]:
+    out = workdir / "run.json"
+    subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "llmops",
+            "bench",
+            "--url",
+            url,
+            "--model",
+            MODEL,
+            "--concurrency",
+            str(streams),
+            "--num-requests",
+            str(requests),
+            "--input-len",
+            "16",
+            "--output-len",
+            str(tokens),
+            "--workers",
+            "1",
+            "--ui",
+            "none",
+            "--output",
+            str(out),
+            "--timeout",
+            "600",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, float]]]:
+    sim, sim_url = start_sim(args.itl_ms, args.streams * 2)
+    results: dict[str, list[dict[str, float]]] = {
+        "direct": [],
+        "minimal aiohttp proxy": [],
+        "llmops router": [],
+    }
+    try:
+        for run in range(args.runs):
+            for name in results:
+                proxy = None
+                if name == "direct":
+                    url = sim_url
+                elif name.startswith("minimal"):
+                    proxy, port = start_minimal(sim_url)
+                    url = f"http://127.0.0.1:{port}"
+                else:
+                    proxy, url = start_router(sim_url, workdir)
+                time.sleep(0.5)
+                try:
+                    before = cpu_seconds(proxy.pid) if proxy else 0.0
+                    started = time.monotonic()
+                    result = bench(
+                        url, args.streams, args.streams * args.rounds, args.tokens, workdir
+                    )
+                    elapsed = time.monotonic() - started
+                    cpu = cpu_seconds(proxy.pid) - before if proxy else float("nan")
+                finally:
+                    if proxy is not None:
+                        proxy.terminate()
+                        proxy.wait()
+                chunks = (
+                    result["total_output_tokens"] + 3 * result["completed"]
+                )  # role, finish, [DONE]
+                results[name].append(
+                    {
+                        "chunks_per_s": chunks / result["duration"],
+                        "cpu_us_per_chunk": cpu / chunks * 1e6,
+                        "proxy_cpu_share": cpu / elapsed,
+                        "ttft_p50_ms": result["median_ttft_ms"],
+                        "ttft_p99_ms": result["p99_ttft_ms"],
+                        "itl_p50_ms": result["median_itl_ms"],
+                        "itl_p99_ms": result["p99_itl_ms"],
+                        "errors": result.get("failed", 0) or 0,
+                    }
+                )
+                print(f"run {run + 1} {name}: {results[name][-1]}", flush=True)
+    finally:
+        sim.terminate()
+        sim.wait()
+    return results
+
+
+def memory(args: argparse.Namespace, workdir: Path) -> list[tuple[int, float, float]]:
+    """RSS of the router while it holds N slow streams open."""
+    rows = []
+    for streams in args.hold:
+        sim, sim_url = start_sim(1000.0, streams + 10)  # one token a second: streams stay open
+        router, url = start_router(sim_url, workdir)
+        try:
+            time.sleep(1.0)
+            baseline = rss_bytes(router.pid)
+            client = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    "0",
+                    sys.executable,
+                    "-m",
+                    "llmops",
+                    "bench",
+                    "--url",
+                    url,
+                    "--model",
+                    MODEL,
+                    "--concurrency",
+                    str(streams),
+                    "--num-requests",
+                    str(streams),
+                    "--input-len",
+                    "4",
+                    "--output-len",
+                    "20",
+                    "--workers",
+                    "2",
+                    "--ui",
+                    "none",
+                    "--timeout",
+                    "600",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            peak, deadline = baseline, time.monotonic() + 120
+            while client.poll() is None and time.monotonic() < deadline:
+                peak = max(peak, rss_bytes(router.pid))
+                time.sleep(0.5)
+            client.wait()
+            rows.append((streams, baseline / 2**20, peak / 2**20))
+            print(
+                f"{streams} streams: router RSS {baseline / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak",
+                flush=True,
+            )
+        finally:
+            for process in (router, sim):
+                process.terminate()
+                process.wait()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--itl-ms", type=float, default=40.0)
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="requests per stream slot")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--hold", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="llmops-paced-"))
+    results = paced(args, workdir)
+    rows = memory(args, workdir) if args.hold else []
+
+    def m(name: str, key: str) -> float:
+        return median([r[key] for r in results[name]])
+
+    lines = [
+        f"{args.streams} concurrent streams from `llmops sim` (ITL {args.itl_ms:g} ms, {args.tokens} tokens each, "
+        f"{args.rounds} requests per stream slot), client `llmops bench` and sim on core 0, proxy alone on core 1; "
+        f"medians of {args.runs} interleaved runs.",
+        f"Command: `python benchmarks/paced_streams.py --streams {args.streams} --itl-ms {args.itl_ms:g} "
+        f"--tokens {args.tokens} --runs {args.runs} --write`",
+        "",
+        "| path | chunks/s relayed | proxy CPU µs/chunk | proxy core busy | TTFT p50 ms | added TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    direct_ttft = m("direct", "ttft_p50_ms")
+    for name in results:
+        lines.append(
+            f"| {name} | {m(name, 'chunks_per_s'):,.0f} | {m(name, 'cpu_us_per_chunk'):.1f} | {m(name, 'proxy_cpu_share'):.0%} | "
+            f"{m(name, 'ttft_p50_ms'):.1f} | {m(name, 'ttft_p50_ms') - direct_ttft:+.1f} | {m(name, 'ttft_p99_ms'):.1f} | "
+            f"{m(name, 'itl_p50_ms'):.1f} | {m(name, 'itl_p99_ms'):.1f} | {sum(r['errors'] for r in results[name]):.0f} |"
+        )
+    if rows:
+        lines += [
+            "",
+            "Router memory holding slow streams open (one token a second):",
+            "",
+            "| concurrent streams | router RSS idle MiB | router RSS peak MiB | per stream KiB |",
+            "|---|---|---|---|",
+        ]
+        for streams, idle, peak in rows:
+            lines.append(
+                f"| {streams:,} | {idle:.0f} | {peak:.0f} | {(peak - idle) * 1024 / streams:.1f} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section("Paced streaming and memory (issue 8)", table)
+
+
+if __name__ == "__main__":
+    main()
