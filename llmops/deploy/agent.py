@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -509,9 +510,26 @@ OPERATIONS = {
 }
 
 
+# Operations that change processes hold the deployment's lock on the node for their duration.
+LOCKED_OPERATIONS = {"up", "stop"}
+
+
 def main() -> None:
     request = json.loads(sys.stdin.read())
-    OPERATIONS[request["op"]](request)
+    if request["op"] not in LOCKED_OPERATIONS:
+        OPERATIONS[request["op"]](request)
+        return
+    root = os.path.join(os.path.expanduser(request["state_dir"]), request["deployment"])
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    # One lock per node: home directories shared between nodes (NFS) must not serialize them.
+    lock_name = ".lock-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in request["node"])
+    with open(os.path.join(root, lock_name), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            emit({"node_error": "another llmops deploy is changing this deployment on the node"})
+            return
+        OPERATIONS[request["op"]](request)
 
 
 if __name__ == "__main__":

@@ -57,4 +57,6 @@ async def call_agent(
             event = json.loads(line)
         except ValueError:
             raise NodeError(node.host, f"unexpected agent output: {line.strip()[:200]!r}") from None
+        if "node_error" in event:
+            raise NodeError(node.host, event["node_error"])
         yield event

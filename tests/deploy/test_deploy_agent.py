@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import subprocess
 import sys
@@ -49,3 +50,24 @@ def test_status_of_an_empty_deployment_reports_each_instance_stopped(tmp_path: P
     }
     assert run_agent(request, str(tmp_path)) == [{"instance": "m-n-0", "running": False}]
     assert not (tmp_path / "state").exists()  # status is read-only
+
+
+def test_a_second_deploy_on_the_same_node_is_refused_while_one_runs(tmp_path: Path) -> None:
+    root = tmp_path / "state" / "d"
+    root.mkdir(parents=True)
+    request = {
+        "op": "stop",
+        "node": "n1",
+        "deployment": "d",
+        "state_dir": str(tmp_path / "state"),
+        "stop_timeout_s": 1,
+        "instances": [],
+    }
+    with (root / ".lock-n1").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = run_agent(request, str(tmp_path))
+        assert refused == [
+            {"node_error": "another llmops deploy is changing this deployment on the node"}
+        ]
+        assert run_agent({**request, "node": "n2"}, str(tmp_path)) == []  # other nodes: own lock
+    assert run_agent(request, str(tmp_path)) == []
