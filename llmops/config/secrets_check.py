@@ -58,8 +58,8 @@ def _secret_values(data: Any) -> Iterator[tuple[str, Any]]:
 def inline_secret_paths(data: Any) -> list[str]:
     """The YAML paths of secrets written into the file itself rather than referenced.
 
-    A webhook URL or Redis URL counts only when it carries credentials or a query/path
-    token is likely; to stay simple, any inline URL with ``@`` or ``?`` or a path counts.
+    A URL (webhook, Redis) counts when it may carry a credential: user info, a query or a
+    path (webhook tokens live in paths).
     """
     found = []
     for path, value in _secret_values(data):

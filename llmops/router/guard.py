@@ -1,8 +1,10 @@
-"""Protection at the connection level: who may use admin endpoints, and how many connections,
-how slow and how large a request head may be before the router stops listening to a client.
+"""Protection at the edge: who may use admin endpoints, which paths may be forwarded, and
+how many connections, how slow and how large a request head may be before the router stops
+listening to a client.
 
-``admin_refusal`` is a pure function of the peer address and the config; ``GuardedSite``
-is aiohttp's ``TCPSite`` with a connection cap in front of the request handler.
+``admin_refusal`` and ``escapes_api_root`` are pure functions; ``protocol_options`` are the
+limits aiohttp's request handler enforces; ``GuardedSite`` is aiohttp's ``TCPSite`` with a
+connection cap in front of the request handler.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ BUSY_RESPONSE = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
 )
-_REFUSAL_LINGER_S = 1.0  # read (and drop) what the client still sends, so it sees the 503
+_REFUSAL_WAIT_S = 1.0  # for the refused client's request head, so it reads the 503
 _MAX_HEAD_BYTES = 65536
-_LINGER_S = 2.0
+_LINGER_S = 2.0  # reading (and dropping) an unread body after an early answer
 
 
 def is_loopback(peer: str | None) -> bool:
@@ -123,8 +125,8 @@ class _Refusal(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._loop.call_later(_REFUSAL_LINGER_S, self._answer)
-        self._loop.call_later(2 * _REFUSAL_LINGER_S, transport.close)
+        self._loop.call_later(_REFUSAL_WAIT_S, self._answer)
+        self._loop.call_later(2 * _REFUSAL_WAIT_S, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if self._answered:
