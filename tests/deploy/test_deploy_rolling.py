@@ -73,32 +73,22 @@ async def test_rolling_restart_drains_each_backend_and_traffic_keeps_flowing(
             (ids[1], "undrained"),
         ]
         assert {b["id"]: b["state"] for b in status["backends"]} == dict.fromkeys(ids, "healthy")
-    finally:
-        stopped = await run(spec_path, "stop")
-    assert not stopped.errors
 
-
-async def test_rolling_restart_stops_nothing_when_the_router_cannot_drain(
-    ssh_lab: SshLab, tmp_path: Path, start_router: Any
-) -> None:
-    n1 = ssh_lab.nodes[0].address
-    models = [
-        {"name": "alpha", "model": "/m", "port": free_port(), "nodes": [n1], "ready_timeout_s": 30}
-    ]
-    spec_path = write_spec(ssh_lab, tmp_path, models)
-    try:
-        first = await run(spec_path, "up")
-        assert not first.errors, [str(e) for e in first.errors]
-        url = await start_router({"model_list": []})  # a router that does not know the backend
-        async with RouterAdmin(url, None) as admin:
-            result = await run(spec_path, "restart", rolling=True, drain=admin)
-        (error,) = result.errors
-        backend_id = first.plan.instances[0].backend_id
+        # A router that cannot drain an instance: the rolling restart takes nothing down.
+        unaware = await start_router({"model_list": []})
+        async with RouterAdmin(unaware, None) as admin:
+            refused = await run(spec_path, "restart", rolling=True, drain=admin)
+        first_name = first.plan.instances[0].name
+        (error,) = refused.errors
         assert str(error).startswith(
-            f"node {n1}, instance alpha-{n1}-0: router drain of {backend_id} answered 404"
+            f"node {first.plan.instances[0].node}, instance {first_name}: "
+            f"router drain of {ids[0]} answered 404"
         )
+        assert [o.state for o in refused.outcomes.values()] == ["failed", "skipped"]
         rows, _ = await run(spec_path, "status")
-        assert [(r["pid"], r["ready"]) for r in rows] == [(pids(first)[f"alpha-{n1}-0"], True)]
+        assert {r["instance"]: (r["pid"], r["ready"]) for r in rows} == {
+            name: (pid, True) for name, pid in after.items()
+        }
     finally:
         stopped = await run(spec_path, "stop")
     assert not stopped.errors

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,9 @@ from deploy_lab import (
     states,
     write_spec,
 )
+from typer.testing import CliRunner
 
+from llmops.cli import app
 from llmops.config import load_router_config
 
 
@@ -90,12 +90,9 @@ async def test_up_is_idempotent_restarts_only_changed_and_stop_leaves_nothing(
         )
         loaded = load_router_config(router_yaml)
         assert sorted(b.id for b in loaded.backends) == sorted(i.backend_id for i in plan.instances)
-        check = subprocess.run(
-            [sys.executable, "-m", "llmops", "router", "check", "--config", str(router_yaml)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert check.returncode == 0, check.stderr
-        assert "3 backend(s)" in check.stdout
+        check = CliRunner().invoke(app, ["router", "check", "--config", str(router_yaml)])
+        assert check.exit_code == 0, check.output
+        assert "3 backend(s)" in check.output
 
         # The deployed engines answer through their recorded addresses.
         async with aiohttp.ClientSession() as http:
