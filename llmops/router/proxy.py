@@ -9,15 +9,16 @@ a failure ends the stream with an SSE error event instead (a stream is never rep
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
 import time
-import uuid
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from multidict import CIMultiDict, istr
+from multidict import istr
 
 from llmops.openai import DONE_EVENT, error_json, sse_event, usage_from_body
 from llmops.router.accounting import finish_exchange
@@ -36,6 +37,7 @@ from llmops.router.upstream import (
     failure_from_response,
 )
 from llmops.router.upstream_http import (
+    HOP_BY_HOP,
     UpstreamConnection,
     UpstreamDisconnected,
     UpstreamError,
@@ -44,26 +46,17 @@ from llmops.router.upstream_http import (
 )
 from llmops.router.watchdog import WatchedRequest
 
-# Headers that describe one connection, not the message: never forwarded either way.
-HOP_BY_HOP = frozenset(
-    (
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    )
-)
-# The server decodes a compressed body, so what is forwarded is no longer encoded.
 _DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id", "content-encoding"}
 _REQUEST_ID = istr("x-request-id")
+# Request ids: unique per process start, then a counter (uuid4 costs a syscall each time).
+_REQUEST_ID_PREFIX = os.urandom(6).hex()
+_request_counter = itertools.count(1)
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter):010x}"
 
 
 def json_error(
@@ -128,7 +121,7 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
     if not candidates or model not in request.get(ALLOWED_MODELS, EVERY_MODEL):
         return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
 
-    request_id = request.headers.get(_REQUEST_ID) or uuid.uuid4().hex
+    request_id = request.headers.get(_REQUEST_ID) or _next_request_id()
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
     headers.append(("x-request-id", request_id))
     now = asyncio.get_running_loop().time
@@ -344,10 +337,8 @@ def _failed(
     return failure
 
 
-def _response_headers(connection: UpstreamConnection, request_id: str) -> CIMultiDict[str]:
-    headers = CIMultiDict((k, v) for k, v in connection.headers if k.lower() not in HOP_BY_HOP)
-    headers[_REQUEST_ID] = request_id
-    return headers
+def _response_headers(connection: UpstreamConnection, request_id: str) -> list[tuple[str, str]]:
+    return [*connection.headers, ("x-request-id", request_id)]
 
 
 async def _relay(

@@ -21,6 +21,21 @@ from dataclasses import dataclass
 
 from llmops.errors import LlmopsError
 
+# Headers about one connection, not the message: a proxy never passes them on.
+HOP_BY_HOP = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
 _HIGH_WATER_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _IDLE_REUSE_S = 4.0  # engines behind uvicorn drop idle keep-alive connections after 5 s
@@ -144,8 +159,9 @@ class UpstreamConnection(asyncio.Protocol):
                 return False
             text_name = name.decode("latin-1").strip()
             text_value = value.decode("latin-1").strip()
-            headers.append((text_name, text_value))
             lower = text_name.lower()
+            if lower not in HOP_BY_HOP:
+                headers.append((text_name, text_value))
             if lower == "content-length":
                 if not text_value.isdigit():
                     self._fail_head("bad content-length")
@@ -157,7 +173,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._keep_alive = "close" not in text_value.lower() and self._keep_alive
             elif lower == "content-type":
                 self.content_type = text_value.partition(";")[0].strip().lower()
-        self.headers = headers
+        self.headers = headers  # end to end only: what a proxy passes on
         if self._chunked:
             self._remaining = 0
         elif self.status in (204, 304) or (100 <= self.status < 200):
