@@ -23,6 +23,7 @@ from llmops.deploy.spec import DeploySpec, ModelSpec, NodeSpec
 INTERNAL_PORTS_PER_INSTANCE = 10
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_KEY = 120  # well under the 255 bytes a file name may have
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ class Plan:
 
 def state_key(name: str) -> str:
     safe = _UNSAFE.sub("_", name)
-    if safe == name:
+    if safe == name and len(name) <= _MAX_KEY:
         return name
     # Two names that differ only in unsafe characters must not share a directory.
-    return f"{safe[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return f"{safe[: _MAX_KEY - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def node_gpus(node: NodeSpec, gpu_inventory: Mapping[str, Sequence[int]]) -> tuple[int, ...] | None:

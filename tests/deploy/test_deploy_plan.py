@@ -319,6 +319,7 @@ def test_select_and_state_keys(tmp_path: Path) -> None:
     hostile = state_key("org/model $(rm -rf /);\n")
     assert "/" not in hostile and "$" not in hostile and "\n" not in hostile
     assert state_key("a/b") != state_key("a_b")
+    assert len(state_key("m" * 300)) == 120 and state_key("m" * 300) != state_key("m" * 301)
 
 
 def test_the_example_nodes_yaml_is_valid_and_plans(monkeypatch: pytest.MonkeyPatch) -> None:
