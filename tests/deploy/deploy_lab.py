@@ -54,6 +54,10 @@ def run(engine, argv):
         # A worker in the engine's process group that ignores SIGTERM: only SIGKILL ends it.
         import subprocess
         subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"])
+    if os.environ.get("STANDIN_HANG"):
+        print("stand-in engine: loading weights (forever)", flush=True)
+        import time
+        time.sleep(3600)
     if os.environ.get("STANDIN_CRASH"):
         print("stand-in engine: CUDA error: out of memory (simulated crash)", flush=True)
         sys.exit(1)

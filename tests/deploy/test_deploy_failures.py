@@ -46,10 +46,18 @@ def test_refused_node_missing_command_taken_port_and_crash_are_named(
             "env": {"STANDIN_CRASH": "1"},
         },
         {"name": "lost", "model": "/m", "port": port, "nodes": ["127.0.0.3"]},
+        {
+            "name": "sleepy",
+            "model": "/m",
+            "port": port + 3,
+            "nodes": [n2],
+            "env": {"STANDIN_HANG": "1"},
+            "ready_timeout_s": 2,
+        },
         {"name": "phantom", "model": "/m", "port": port + 2, "nodes": [n2]},
     ]
-    # nvidia-smi on node 2 reports GPUs 0-3; the spec claims a GPU 5 as well.
-    spec_path = write_spec(ssh_lab, tmp_path, models, node2_gpus=[0, 1, 2, 5])
+    # nvidia-smi on node 2 reports GPUs 0-3; the spec claims a GPU 5 as well (phantom gets it).
+    spec_path = write_spec(ssh_lab, tmp_path, models, node2_gpus=[0, 1, 2, 3, 5])
     spec = yaml.safe_load(spec_path.read_text())
     spec["nodes"].append({"host": "127.0.0.3", "gpus": 1, "ssh": {"port": refused_port}})
     spec_path.write_text(yaml.safe_dump(spec))
@@ -59,7 +67,7 @@ def test_refused_node_missing_command_taken_port_and_crash_are_named(
         up = deploy_cli("nodes.yaml", cwd=tmp_path)  # `deploy FILE` = `deploy up FILE`
     try:
         assert up.returncode == 1, up.stdout + up.stderr
-        assert up.stderr.strip() == "llmops: up: 5 of 6 instances failed"
+        assert up.stderr.strip() == "llmops: up: 6 of 7 instances failed"
         out = up.stdout
         assert (
             f"node 127.0.0.3, instance lost-127.0.0.3-0: cannot connect to 127.0.0.3:{refused_port}: "
@@ -76,6 +84,8 @@ def test_refused_node_missing_command_taken_port_and_crash_are_named(
             f"node {n2}, instance phantom-{n2}-0: GPU 5 not present (node has [0, 1, 2, 3])" in out
         )
         assert "| stand-in engine: CUDA error: out of memory (simulated crash)" in out  # log tail
+        assert f"node {n2}, instance sleepy-{n2}-0: not ready after 2 s" in out  # its own deadline
+        assert "| stand-in engine: loading weights (forever)" in out
         assert f"good-{n1}-0: ready" in out
         written = yaml.safe_load((tmp_path / "backends" / "self_deployed_config.yaml").read_text())
         assert written["model_list"] == [
