@@ -169,3 +169,33 @@ async def test_least_load_avoids_an_engine_busy_with_traffic_from_elsewhere(
     # In-flight counts cannot see the other client: about half go to the queued engine.
     assert sent["least-connections"] >= 3, sent
     assert sent["least-load"] == 0, sent
+
+
+async def test_prefix_affinity_keeps_a_shared_prompt_prefix_on_one_backend(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    sims = [await start_sim(model="m", ttft_ms=1, itl_ms=1) for _ in range(3)]
+    url = await start_router(
+        router_config(
+            [("m", s.url) for s in sims],
+            routing={"prefix_affinity": True, "prefix_block_chars": 256},
+        )
+    )
+
+    async def ask(system: str, question: str) -> list[int]:
+        before = [await sim_requests(http, s.url) for s in sims]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        body = {"model": "m", "messages": messages, "max_tokens": 1}
+        async with http.post(f"{url}/v1/chat/completions", json=body) as response:
+            assert response.status == 200
+        after = [await sim_requests(http, s.url) for s in sims]
+        return [b - a for a, b in zip(before, after, strict=True)]
+
+    agents = [f"You are agent {n}. " + "Follow the long house rules. " * 40 for n in range(9)]
+    homes = {}
+    for round_number in range(4):
+        for agent in agents:
+            served = (await ask(agent, f"question {round_number}")).index(1)
+            homes.setdefault(agent, served)
+            assert served == homes[agent]  # every question after the first hits the same cache
+    assert len(set(homes.values())) >= 2  # different prefixes still spread over the fleet
