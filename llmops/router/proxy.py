@@ -153,7 +153,7 @@ async def _forward(
     if limited is not None:
         return _limited(limited, exchange.request_id)
     if limits.counts_tokens(candidates):
-        parsed, body, added = ask_for_usage(parsed, body)
+        parsed, body, added = ask_for_usage(request.path, parsed, body)
         exchange.usage_tap = UsageTap(strip=added)
     affinity = router.affinity
     hints = affinity.hints(request.headers, parsed) if affinity.enabled else None

@@ -18,9 +18,15 @@ _USAGE = b'"usage":{'
 _EVENT_END = b"\n\n"
 
 
-def ask_for_usage(parsed: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes, bool]:
+# Where ``stream_options`` exists; other endpoints (``/v1/responses``) would reject it.
+STREAM_OPTIONS_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+def ask_for_usage(
+    path: str, parsed: dict[str, Any], body: bytes
+) -> tuple[dict[str, Any], bytes, bool]:
     """The request with ``include_usage`` set on a stream, and whether the router added it."""
-    if parsed.get("stream") is not True:
+    if parsed.get("stream") is not True or path not in STREAM_OPTIONS_PATHS:
         return parsed, body, False
     options = parsed.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage") is True:

@@ -100,13 +100,16 @@ async def test_limiter_key_limits_and_decision_counts() -> None:
 
 
 def test_ask_for_usage_only_on_streams_that_did_not_ask() -> None:
+    chat = "/v1/chat/completions"
     plain = {"model": "m", "stream": True}
-    parsed, body, added = ask_for_usage(plain, b"original")
+    parsed, body, added = ask_for_usage(chat, plain, b"original")
     assert added and orjson.loads(body)["stream_options"] == {"include_usage": True}
     assert parsed["stream_options"] == {"include_usage": True}
     asked = {"model": "m", "stream": True, "stream_options": {"include_usage": True}}
-    assert ask_for_usage(asked, b"original") == (asked, b"original", False)
-    assert ask_for_usage({"model": "m"}, b"original") == ({"model": "m"}, b"original", False)
+    assert ask_for_usage(chat, asked, b"original") == (asked, b"original", False)
+    assert ask_for_usage(chat, {"model": "m"}, b"original") == ({"model": "m"}, b"original", False)
+    # The Responses API has no stream_options: its body is left alone.
+    assert ask_for_usage("/v1/responses", plain, b"original") == (plain, b"original", False)
 
 
 def _stream(with_usage: bool) -> bytes:
