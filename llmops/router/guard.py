@@ -165,8 +165,11 @@ class GuardedSite(web.TCPSite):
         max_connections: int,
         ssl_context: ssl.SSLContext | None,
         backlog: int,
+        reuse_port: bool = False,
     ) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        super().__init__(
+            runner, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port
+        )
         self._max_connections = max_connections
 
     async def start(self) -> None:
@@ -188,6 +191,7 @@ class GuardedSite(web.TCPSite):
             self._port,
             ssl=self._ssl_context,
             backlog=self._backlog,
+            reuse_port=self._reuse_port,
         )
         sockets = self._server.sockets
         if sockets:

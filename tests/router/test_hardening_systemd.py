@@ -26,6 +26,7 @@ REQUIRED = {
     "CapabilityBoundingSet": "",
     "ProtectHome": "yes",
     "PrivateTmp": "yes",
+    "SystemCallErrorNumber": "EPERM",
 }
 
 
