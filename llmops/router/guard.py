@@ -152,7 +152,11 @@ class _Refusal(asyncio.Protocol):
 
 
 class GuardedSite(web.TCPSite):
-    """A TCP (or TLS) site that refuses connections past ``max_connections`` with a 503."""
+    """A TCP (or TLS) site that refuses connections past ``max_connections`` with a 503.
+
+    The cap is per process: with several router processes on one port (``reuse_port``)
+    each holds up to ``max_connections``.
+    """
 
     __slots__ = ("_max_connections",)
 
