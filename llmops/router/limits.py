@@ -232,6 +232,8 @@ class Limiter:
         self._retry_shared_at = 0.0
         self._retry_pause_s = _REDIS_RETRY_S[0]
         self.decisions: dict[tuple[Scope, bool], int] = {}  # (scope, limited) -> count
+        # Without Redis each of N router workers enforces 1/N of every limit.
+        self.local_share = 1.0
 
     def configure(self, config: LimitsConfig) -> None:
         """Apply a reloaded config: new limit values now; a new Redis URL or window on restart."""
@@ -261,16 +263,21 @@ class Limiter:
                 verdict = await self._shared.admit(now, scope, subject, rpm, tpm)
             except (RedisError, OSError) as exc:
                 self._shared_failed(now, exc)
-                verdict = self._local.admit(now, scope, subject, rpm, tpm)
+                verdict = self._local.admit(now, scope, subject, self._share(rpm), self._share(tpm))
             else:
                 self._shared_worked()
                 if verdict is None:  # keep local windows warm for a fallback
                     self._local.count(now, scope, subject, _checks(rpm, tpm))
         else:
-            verdict = self._local.admit(now, scope, subject, rpm, tpm)
+            verdict = self._local.admit(now, scope, subject, self._share(rpm), self._share(tpm))
         decision = (scope, verdict is not None)
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
         return verdict
+
+    def _share(self, limit: int | None) -> int | None:
+        if limit is None or self.local_share == 1.0:
+            return limit
+        return max(1, math.floor(limit * self.local_share))
 
     async def admit_key(self, authorization: str | None) -> Limited | None:
         if not self.limits_keys:

@@ -140,3 +140,10 @@ def test_usage_tap_finds_usage_across_any_chunking_and_strips_only_its_own(strip
         assert forwarded == expected
         payloads = SSEParser().feed(forwarded)
         assert payloads[-1] == b"[DONE]"
+
+
+async def test_workers_sharing_a_port_each_enforce_their_part_of_a_local_limit() -> None:
+    limiter = Limiter(LimitsConfig(key_rpm=10))
+    limiter.local_share = 1 / 4  # what each of 4 workers enforces without Redis
+    admitted = [await limiter.admit_key("Bearer k") for _ in range(5)]
+    assert [v is None for v in admitted] == [True, True, False, False, False]  # 10 // 4
