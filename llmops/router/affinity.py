@@ -1,15 +1,19 @@
 """Session and prompt-prefix affinity: which backend a request would rather go to.
 
-A session key (``x-session-id`` header, else the OpenAI ``user`` field) pins a backend; a
-prompt's leading blocks (chained hashes of ``prefix_block_chars`` characters) remember the
-backend that last served them, whose prefix cache likely still holds them. Either binding
-is used only while its backend is routable and within ``affinity_load_margin`` of the
-least busy candidate; otherwise the strategy chooses and the binding moves. Both maps are
-LRU-bounded, so memory stays within a fixed number of entries.
+A session key (``x-session-id`` header, else the OpenAI ``user`` field) ranks the backends
+by rendezvous hashing: the first usable one in that order wins, so the choice needs no
+memory and is the same in every router worker and replica. While that backend is drained,
+unhealthy or overloaded the session moves to the next in its order, and back when it is fine.
+
+A prompt's leading blocks (chained hashes of ``prefix_block_chars`` characters) remember the
+backend that last served them, whose prefix cache likely still holds them, in an LRU map of
+``prefix_cache_entries`` (the memory budget). Either binding yields to the strategy when its
+backend is more than ``affinity_load_margin`` busier than the idlest candidate.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from llmops.router.balance import connections_load
 from llmops.router.pool import BackendState
 
 SESSION_HEADER = "x-session-id"
-MAX_SESSIONS = 100_000
+_MASK64 = (1 << 64) - 1
 MAX_PREFIX_BLOCKS = 64  # longer prompts are bound by their first 64 blocks
 
 
@@ -59,8 +63,8 @@ class Affinity:
         self._prefixes_on = routing.prefix_affinity
         self._block_chars = routing.prefix_block_chars
         self._margin = routing.affinity_load_margin
-        self._sessions = _Lru(MAX_SESSIONS)
         self._prefixes = _Lru(routing.prefix_cache_entries)
+        self._backend_hashes: dict[str, int] = {}  # by backend id, bounded by the fleet
 
     @property
     def enabled(self) -> bool:
@@ -81,37 +85,52 @@ class Affinity:
         return RouteHints(session_key, prefix_hashes)
 
     def prefer(self, hints: RouteHints, usable: Sequence[BackendState]) -> BackendState | None:
-        """The bound backend if it is among ``usable`` and not overloaded, else None."""
+        """The backend the hints point to if it is usable and not overloaded, else None."""
         if hints.session_key is not None:
-            chosen = self._usable(self._sessions.get(hints.session_key), usable)
+            chosen = self.session_home(hints.session_key, usable)
             if chosen is not None:
                 return chosen
         for block_hash in reversed(hints.prefix_hashes):  # the longest shared prefix first
             backend_id = self._prefixes.get(block_hash)
             if backend_id is not None:
-                return self._usable(backend_id, usable)
+                bound = next((s for s in usable if s.id == backend_id), None)
+                if bound is not None and self._within_margin(bound, usable):
+                    return bound
+                return None
         return None
 
+    def session_home(self, session_key: str, usable: Sequence[BackendState]) -> BackendState | None:
+        """The first backend in the session's rendezvous order that is not overloaded."""
+        key_hash = _stable_hash(session_key)
+        ranked = sorted(usable, key=lambda s: _mix(key_hash ^ self._backend_hash(s.id)))
+        return next((s for s in reversed(ranked) if self._within_margin(s, usable)), None)
+
     def remember(self, hints: RouteHints, backend_id: str) -> None:
-        if hints.session_key is not None:
-            self._sessions.put(hints.session_key, backend_id)
+        """Bind the prompt's prefix blocks to the backend that serves them now."""
         for block_hash in hints.prefix_hashes:
             self._prefixes.put(block_hash, backend_id)
 
-    def bound_to(self, session_key: str) -> str | None:
-        """The backend id a session is pinned to (for tests and debugging)."""
-        return self._sessions.get(session_key)
-
-    def _usable(
-        self, backend_id: str | None, usable: Sequence[BackendState]
-    ) -> BackendState | None:
-        if backend_id is None:
-            return None
-        bound = next((s for s in usable if s.id == backend_id), None)
-        if bound is None:
-            return None
+    def _within_margin(self, bound: BackendState, usable: Sequence[BackendState]) -> bool:
         idlest = min(connections_load(s) for s in usable)
-        return bound if connections_load(bound) <= idlest + self._margin else None
+        return connections_load(bound) <= idlest + self._margin
+
+    def _backend_hash(self, backend_id: str) -> int:
+        cached = self._backend_hashes.get(backend_id)
+        if cached is None:
+            cached = self._backend_hashes[backend_id] = _stable_hash(backend_id)
+        return cached
+
+
+def _stable_hash(text: str) -> int:
+    """The same 64 bits in every process (``hash()`` of a str is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def _mix(value: int) -> int:
+    """splitmix64's finalizer: spreads a combined key so every backend order is as likely."""
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
 
 
 def prompt_text(parsed: dict[str, Any]) -> str:

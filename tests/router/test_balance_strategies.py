@@ -128,20 +128,31 @@ def test_session_affinity_sticks_and_moves_when_drained_or_overloaded() -> None:
     hints = affinity.hints({"x-session-id": "s1"}, {"model": "m"})
     assert hints is not None
     rng = random.Random(3)
-    first = pick_backend(backends, least_load, rng, hints=hints, affinity=affinity)
-    assert first is not None
-    for _ in range(20):
-        assert pick_backend(backends, least_load, rng, hints=hints, affinity=affinity) is first
-    first.drained = True
-    moved = pick_backend(backends, least_load, rng, hints=hints, affinity=affinity)
-    assert moved is not None and moved is not first
-    assert affinity.bound_to("s1") == moved.id
-    first.drained = False
-    # Still pinned to the new one (no flapping back), until it is overloaded.
-    assert pick_backend(backends, least_load, rng, hints=hints, affinity=affinity) is moved
-    moved.in_flight = 5  # idlest has 0: 5 > 0 + margin 4
-    again = pick_backend(backends, least_load, rng, hints=hints, affinity=affinity)
-    assert again is not moved
+
+    def pick() -> BackendState:
+        chosen = pick_backend(backends, least_load, rng, hints=hints, affinity=affinity)
+        assert chosen is not None
+        return chosen
+
+    home = pick()
+    assert all(pick() is home for _ in range(20))
+    home.drained = True
+    second = pick()
+    assert second is not home and all(pick() is second for _ in range(10))
+    home.drained = False
+    assert pick() is home  # back home once it is fine again: its cache is there
+    home.in_flight = 5  # the idlest has 0: 5 > 0 + margin 4
+    assert pick() is second  # overloaded: the next in the session's own order, not random
+
+
+def test_sessions_land_the_same_in_every_process_and_spread_over_backends() -> None:
+    backends = [state(n) for n in "abcd"]
+    # A fresh Affinity (another worker or replica) ranks a session's backends the same way.
+    homes = [Affinity(RoutingConfig()).session_home(f"user-{i}", backends) for i in range(400)]
+    again = [Affinity(RoutingConfig()).session_home(f"user-{i}", backends) for i in range(400)]
+    assert homes == again
+    counts = Counter(h.id for h in homes if h is not None)
+    assert len(counts) == 4 and min(counts.values()) > 60  # about 100 each
 
 
 def test_session_key_from_the_user_field_and_off_switch() -> None:
