@@ -17,6 +17,14 @@ from llmops.config import LoadedConfig, load_router_config
 from llmops.config.secrets_check import secrets_warnings
 from llmops.errors import RouterError
 from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
+from llmops.router.cluster import (
+    WorkerRole,
+    ask_peers,
+    follow_leader,
+    internal_app,
+    merge_metrics,
+    merge_status,
+)
 from llmops.router.events import EventKind
 from llmops.router.guard import (
     GuardedSite,
@@ -42,15 +50,20 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 WATCHER = web.AppKey("watcher", ConfigWatcher)
+ROLE = web.AppKey("role", WorkerRole)
 
 
-def build_app(loaded: LoadedConfig, config_path: Path) -> web.Application:
+def build_app(
+    loaded: LoadedConfig, config_path: Path, role: WorkerRole | None = None
+) -> web.Application:
     """The application for ``loaded``; the HTTP client and background tasks start with it."""
     app = web.Application(
         client_max_size=loaded.config.server.max_body_bytes,
         middlewares=[_openai_errors],
     )
-    app.cleanup_ctx.append(_router_lifetime(loaded, config_path))
+    if role is not None:
+        app[ROLE] = role
+    app.cleanup_ctx.append(_router_lifetime(loaded, config_path, role))
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/status", _admin(_status))
@@ -66,7 +79,7 @@ def build_app(loaded: LoadedConfig, config_path: Path) -> web.Application:
 
 
 def _router_lifetime(
-    loaded: LoadedConfig, config_path: Path
+    loaded: LoadedConfig, config_path: Path, role: WorkerRole | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         upstream_ssl = upstream_ssl_context(loaded.config.upstream_tls, config_path.parent)
@@ -79,19 +92,29 @@ def _router_lifetime(
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         router = RouterState(loaded, session, upstream_ssl=upstream_ssl)
-        if loaded.config.health_check.enabled:
+        leader = role is None or role.leader
+        if leader and loaded.config.health_check.enabled:
             await admit_new_backends(router, router.snapshot.states)
         watcher = ConfigWatcher(router, config_path)
         app[ROUTER] = router
         app[WATCHER] = watcher
         tasks = [
-            asyncio.create_task(run_health_checks(router), name="health checks"),
             asyncio.create_task(router.watchdog.run(), name="request watchdog"),
             asyncio.create_task(watcher.run(), name="config watcher"),
-            asyncio.create_task(_engine_scraper(router).run(), name="engine metrics"),
             asyncio.create_task(run_notifier(router), name="webhooks"),
         ]
+        if leader:  # followers copy the leader's view instead of probing the backends again
+            tasks.append(asyncio.create_task(run_health_checks(router), name="health checks"))
+            tasks.append(asyncio.create_task(_engine_scraper(router).run(), name="engine metrics"))
+        internal: web.AppRunner | None = None
+        if role is not None:
+            router.limits.local_share = 1 / role.count
+            if not role.leader:
+                tasks.append(asyncio.create_task(follow_leader(router, role), name="follow leader"))
+            internal = await _serve_internal(router, watcher, role)
         yield
+        if internal is not None:
+            await internal.cleanup()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -185,13 +208,43 @@ def _engine_scraper(router: RouterState) -> EngineScraper:
     return EngineScraper(router.session, lambda: router.snapshot, scrape.interval, scrape.timeout)
 
 
+async def _serve_internal(
+    router: RouterState, watcher: ConfigWatcher, role: WorkerRole
+) -> web.AppRunner:
+    """This worker's private unix socket, where its peers ask it for its own numbers."""
+
+    def local_metrics() -> str:
+        return router.metrics.render().decode()
+
+    app = internal_app(router, lambda: build_status(router), local_metrics, watcher.reload)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, str(role.socket_path(role.index))).start()
+    return runner
+
+
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[ROUTER].metrics.render()
+    router = request.app[ROUTER]
+    role = request.app.get(ROLE)
+    if role is None:
+        body = router.metrics.render()
+    else:
+        own = (role.index, router.metrics.render().decode())
+        texts = sorted([own, *await ask_peers(role, "GET", "/internal/metrics")])
+        body = merge_metrics([text for _, text in texts]).encode()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def _status(request: web.Request) -> web.Response:
-    return _json(build_status(request.app[ROUTER]))
+    router = request.app[ROUTER]
+    role = request.app.get(ROLE)
+    if role is None:
+        return _json(build_status(router))
+    views = sorted(
+        [(role.index, build_status(router)), *await ask_peers(role, "GET", "/internal/status")],
+        key=lambda v: v[0],
+    )
+    return _json(merge_status([view for _, view in views]))
 
 
 async def _dashboard(request: web.Request) -> web.StreamResponse:
@@ -201,15 +254,18 @@ async def _dashboard(request: web.Request) -> web.StreamResponse:
 
 
 async def _drain(request: web.Request) -> web.Response:
-    return _set_draining(request, True)
+    return await _set_draining(request, True)
 
 
 async def _undrain(request: web.Request) -> web.Response:
-    return _set_draining(request, False)
+    return await _set_draining(request, False)
 
 
 async def _reload(request: web.Request) -> web.Response:
     applied = await request.app[WATCHER].reload()
+    role = request.app.get(ROLE)
+    if role is not None and applied:
+        await ask_peers(role, "POST", "/internal/reload")
     router = request.app[ROUTER]
     status = 200 if applied else 422
     last = router.events.recent(1)
@@ -223,7 +279,7 @@ async def _reload(request: web.Request) -> web.Response:
     )
 
 
-def _set_draining(request: web.Request, draining: bool) -> web.Response:
+async def _set_draining(request: web.Request, draining: bool) -> web.Response:
     backend_id = request.match_info["backend_id"]
     router = request.app[ROUTER]
     state = next((s for s in router.snapshot.states if s.id == backend_id), None)
@@ -235,6 +291,9 @@ def _set_draining(request: web.Request, draining: bool) -> web.Response:
         router.events.record(
             kind, "info", f"backend {backend_id} {kind} by an operator", backend_id
         )
+    role = request.app.get(ROLE)
+    if role is not None:
+        await ask_peers(role, "POST", "/internal/drain", {"id": backend_id, "drained": draining})
     return _json({"id": backend_id, "state": state.state})
 
 
@@ -244,13 +303,16 @@ def _json(payload: object, status: int = 200) -> web.Response:
 
 @asynccontextmanager
 async def running_router(
-    config_path: str | Path, host: str | None = None, port: int | None = None
+    config_path: str | Path,
+    host: str | None = None,
+    port: int | None = None,
+    role: WorkerRole | None = None,
 ) -> AsyncIterator[web.AppRunner]:
     """Start the router for ``config_path``; stopping it lets in-flight requests finish."""
     loaded = load_router_config(config_path)
     for warning in (*secrets_warnings(loaded.files), *tls_warnings(loaded.config)):
         log.warning("%s", warning)
-    app = build_app(loaded, Path(config_path))
+    app = build_app(loaded, Path(config_path), role)
     server = loaded.config.server
     ssl_context = server_ssl_context(server.tls, Path(config_path).parent)
     runner = web.AppRunner(
@@ -270,6 +332,7 @@ async def running_router(
         max_connections=server.max_connections,
         ssl_context=ssl_context,
         backlog=4096,
+        reuse_port=role is not None,
     )
     try:
         await site.start()
@@ -291,13 +354,15 @@ def router_url(runner: web.AppRunner) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-async def serve(config_path: str | Path, host: str | None, port: int | None) -> None:
+async def serve(
+    config_path: str | Path, host: str | None, port: int | None, role: WorkerRole | None = None
+) -> None:
     """Run the router until SIGINT or SIGTERM (graceful: in-flight requests finish)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_router(config_path, host, port) as runner:
+    async with running_router(config_path, host, port, role) as runner:
         router = runner.app[ROUTER]
         loop.add_signal_handler(signal.SIGHUP, runner.app[WATCHER].request_reload)
         print(

@@ -8,6 +8,7 @@ import typer
 
 app = typer.Typer(help="The OpenAI-compatible gateway.", no_args_is_help=True)
 
+_WORKER_DIR = typer.Option(None, hidden=True)  # set by the --workers supervisor
 _CONFIG = typer.Option(Path("router.yaml"), "--config", "-c", help="Router config (YAML).")
 
 
@@ -19,22 +20,38 @@ def serve(
     ),
     port: int | None = typer.Option(None, help="Listen port (default: server.port of the config)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    workers: int = typer.Option(
+        1, min=1, max=256, help="Router processes sharing the port (SO_REUSEPORT)."
+    ),
+    worker_index: int | None = typer.Option(None, hidden=True),
+    worker_count: int | None = typer.Option(None, hidden=True),
+    worker_dir: Path | None = _WORKER_DIR,
 ) -> None:
     """Serve the OpenAI API in front of the configured engines.
 
-    Example: llmops router serve --config configs/router.yaml --port 8000
+    Example: llmops router serve --config configs/router.yaml --port 8000 --workers 2
     """
     import asyncio
     import logging
 
     from llmops.router.app import serve as serve_router
-    from llmops.router.loop import install_fast_loop
+    from llmops.router.cluster import WorkerRole
+    from llmops.router.loop import install_fast_loop, raise_open_file_limit
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if workers > 1:
+        from llmops.router.workers import supervise
+
+        supervise(config, host, port, workers, log_level)
+        return
+    role = None
+    if worker_index is not None and worker_count is not None and worker_dir is not None:
+        role = WorkerRole(worker_index, worker_count, worker_dir)
+    raise_open_file_limit()
     install_fast_loop()
-    asyncio.run(serve_router(config, host, port))
+    asyncio.run(serve_router(config, host, port, role))
 
 
 @app.command()

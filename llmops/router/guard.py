@@ -13,12 +13,14 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_request import BaseRequest
 
 from llmops.config.router import ServerConfig
 from llmops.openai import error_json
@@ -37,6 +39,7 @@ BUSY_RESPONSE = (
 )
 _REFUSAL_WAIT_S = 1.0  # for the refused client's request head, so it reads the 503
 _MAX_HEAD_BYTES = 65536
+_STATUSES = frozenset(HTTPStatus)
 _LINGER_S = 2.0  # reading (and dropping) an unread body after an early answer
 
 
@@ -151,6 +154,32 @@ class _Refusal(asyncio.Protocol):
         self._transport = None
 
 
+class _JsonErrorsHandler(RequestHandler):
+    """aiohttp's request handler, with its own error answers (a head it cannot parse, a bad
+    body framing) as OpenAI-shaped JSON like every other error of the router."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if already answering
+        phrase = HTTPStatus(status).phrase if status in _STATUSES else "error"
+        first_line = (message or "").strip().partition("\n")[0]
+        text = f"{phrase}: {first_line}" if first_line and status < 500 else phrase
+        response = web.Response(
+            status=status,
+            body=error_json(status, text, "bad_request"),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
+
+
 class GuardedSite(web.TCPSite):
     """A TCP (or TLS) site that refuses connections past ``max_connections`` with a 503.
 
@@ -183,11 +212,13 @@ class GuardedSite(web.TCPSite):
         loop = asyncio.get_running_loop()
         cap = self._max_connections
 
+        options = server._kwargs  # what AppRunner was given for its request handlers
+
         def guarded_protocol() -> asyncio.Protocol:
             # The server's own table of open connections: O(1), and exactly what it serves.
             if len(server._connections) >= cap:
                 return _Refusal(loop)
-            return server()
+            return _JsonErrorsHandler(server, loop=loop, **options)
 
         self._server = await loop.create_server(
             guarded_protocol,
