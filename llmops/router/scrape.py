@@ -32,6 +32,13 @@ _METRICS: dict[str, str] = {
     "sglang:token_usage": "kv",
 }
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+# A sample line of one of those metrics: name, optional {labels}, value (timestamp ignored).
+_SAMPLE = re.compile(
+    r"^("
+    + "|".join(re.escape(name) for name in _METRICS)
+    + r')(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?[ \t]+(\S+)',
+    re.MULTILINE,
+)
 STALE_AFTER_INTERVALS = 3  # data older than this many scrape intervals is not used for routing
 _MAX_BACKOFF_S = 300.0
 
@@ -56,27 +63,15 @@ def parse_engine_load(text: str, model: str | None = None) -> tuple[float, float
     ``model_name`` equal to ``model``, only those count (an endpoint serving several models).
     """
     series: dict[str, list[tuple[dict[str, str], float]]] = {"running": [], "waiting": [], "kv": []}
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        name_end = _name_end(line)
-        kind = _METRICS.get(line[:name_end])
-        if kind is None:
-            continue
-        labels: dict[str, str] = {}
-        rest = line[name_end:]
-        if rest.startswith("{"):
-            close = rest.rfind("}")
-            labels = dict(_LABEL.findall(rest[1:close]))
-            rest = rest[close + 1 :]
-        fields = rest.split()
-        if not fields:
-            continue
+    # One C-level scan for the few lines that matter; an engine exports hundreds of others.
+    for match in _SAMPLE.finditer(text):
+        name, labels_text, value_text = match.groups()
         try:
-            value = float(fields[0])
+            value = float(value_text)
         except ValueError:
             continue
-        series[kind].append((labels, value))
+        labels = dict(_LABEL.findall(labels_text)) if labels_text else {}
+        series[_METRICS[name]].append((labels, value))
     if not series["running"] and not series["waiting"]:
         raise ValueError("no vLLM or SGLang queue metrics found")
     running = sum(_for_model(series["running"], model))
@@ -84,13 +79,6 @@ def parse_engine_load(text: str, model: str | None = None) -> tuple[float, float
     kv_values = _for_model(series["kv"], model)
     kv = sum(kv_values) / len(kv_values) if kv_values else None
     return running, waiting, kv
-
-
-def _name_end(line: str) -> int:
-    for index, char in enumerate(line):
-        if char in "{ \t":
-            return index
-    return len(line)
 
 
 def _for_model(samples: list[tuple[dict[str, str], float]], model: str | None) -> list[float]:

@@ -150,3 +150,8 @@ async def test_status_and_metrics_export_engine_gauges_and_their_age(
     backend = f"m@{sim.url.removeprefix('http://')}"
     assert f'llmops_router_engine_running{{backend="{backend}",model="m"}} 0.0' in text
     assert f'llmops_router_engine_metrics_age_seconds{{backend="{backend}",model="m"}}' in text
+
+
+def test_label_values_may_hold_braces_and_escaped_quotes() -> None:
+    text = 'vllm:num_requests_running{note="a}b \\" c",model_name="q"} 2\n'
+    assert parse_engine_load(text, "q") == (2.0, 0.0, None)
