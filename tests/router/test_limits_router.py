@@ -135,3 +135,24 @@ async def test_tpm_counts_reported_usage_and_hides_the_usage_chunk_it_asked_for(
     assert statuses == [200, 200, 429]
     _s, headers, _b = await post(http, url, CHAT)
     assert headers["x-ratelimit-limit-tokens"] == "40"
+
+
+async def test_key_tpm_counts_each_keys_tokens(
+    start_sim: StartSim, start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
+    config = router_config(
+        [("m", sim.url)],
+        auth={"tokens": ["alice", "bob"]},
+        limits={"key_tpm": 15, "window_s": 30.0, "wait_s": 0},
+    )
+    url = await start_router(config)
+    # Each request uses 3 prompt + 4 completion tokens: 0, 7 and 14 used are under 15.
+    alice = [(await post(http, url, CHAT, "alice"))[0] for _ in range(4)]
+    assert alice == [200, 200, 200, 429]
+    stream = {**CHAT, "stream": True, "ignore_eos": True}
+    assert (await post(http, url, stream, "bob"))[0] == 200  # streams count too
+    assert (await post(http, url, {**CHAT, "max_tokens": 8}, "bob"))[0] == 200  # 7 + 11 = 18
+    status, headers, _body = await post(http, url, CHAT, "bob")
+    assert status == 429 and headers["x-ratelimit-limit-tokens"] == "15"
+    assert headers["x-ratelimit-scope"] == "key"
