@@ -154,9 +154,21 @@ class _Refusal(asyncio.Protocol):
         self._transport = None
 
 
+def _json_answer(status: int, detail: str | None) -> web.Response:
+    phrase = HTTPStatus(status).phrase if status in _STATUSES else "error"
+    first_line = (detail or "").strip().partition("\n")[0]
+    text = f"{phrase}: {first_line}" if first_line and status < 500 else phrase
+    response = web.Response(
+        status=status, body=error_json(status, text, "bad_request"), content_type="application/json"
+    )
+    response.force_close()
+    return response
+
+
 class _JsonErrorsHandler(RequestHandler):
-    """aiohttp's request handler, with its own error answers (a head it cannot parse, a bad
-    body framing) as OpenAI-shaped JSON like every other error of the router."""
+    """aiohttp's request handler, with the answers aiohttp makes itself (a head it cannot
+    parse, bad body framing, an unknown ``Expect``) as OpenAI-shaped JSON like every other
+    error of the router."""
 
     __slots__ = ()
 
@@ -168,16 +180,16 @@ class _JsonErrorsHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs; raises if already answering
-        phrase = HTTPStatus(status).phrase if status in _STATUSES else "error"
-        first_line = (message or "").strip().partition("\n")[0]
-        text = f"{phrase}: {first_line}" if first_line and status < 500 else phrase
-        response = web.Response(
-            status=status,
-            body=error_json(status, text, "bad_request"),
-            content_type="application/json",
-        )
-        response.force_close()
-        return response
+        return _json_answer(status, message)
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        # The router's handlers answer with Response objects; an HTTPException here comes
+        # from aiohttp itself (its Expect handling runs before any middleware).
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            resp = _json_answer(resp.status, resp.text)
+        return await super().finish_response(request, resp, start_time)
 
 
 class GuardedSite(web.TCPSite):

@@ -139,6 +139,13 @@ def should_forward(method: str, path: str, body: bytes) -> bool:
     return isinstance(parsed, dict) and parsed.get("model") == "m"
 
 
+def assert_openai_error(status: int | None, body: bytes) -> None:
+    """Every error the router gives, its own or aiohttp's (a head it cannot parse), is
+    OpenAI-shaped JSON."""
+    if status is not None and status >= 400:
+        assert set(orjson.loads(body)["error"]) >= {"message", "type", "code"}, body[:300]
+
+
 def check_case(lab: Lab, raw: bytes, expected_forwards: int, kind: str) -> int | None:
     """Send one case and check every property; returns its status."""
     before = lab.forwarded()
@@ -146,8 +153,7 @@ def check_case(lab: Lab, raw: bytes, expected_forwards: int, kind: str) -> int |
     after = lab.forwarded()
     CASES[kind] += 1
     assert status != 500 and (status is None or status < 500), (status, body[:300])
-    if status is not None and status >= 400 and body.startswith(b"{"):
-        assert set(orjson.loads(body)["error"]) >= {"message", "type", "code"}
+    assert_openai_error(status, body)
     delta = after - before
     assert sum(delta.values()) == expected_forwards, (delta, raw[:200])
     assert all(p.startswith("/v1/") and "/../" not in p for p in delta), delta
@@ -283,6 +289,8 @@ def test_fuzz_methods_paths_headers(
     delta = lab.forwarded() - before
     CASES["heads"] += 1
     assert status is None or status < 500, (status, answer[:300])
+    if method != "HEAD":  # a HEAD answer has no body
+        assert_openai_error(status, answer)
     assert sum(delta.values()) <= 1, delta
     if delta:
         assert valid_body and method == "POST", (method, path, delta)
@@ -380,6 +388,7 @@ def test_fuzz_framing(lab: Lab, framing: tuple[str, list[bytes], bytes], split: 
         data = data.partition(b"\r\n\r\n")[2]  # the interim answer to Expect: 100-continue
     status = int(data[9:12]) if data.startswith(b"HTTP/1.") else None
     assert status is None or status < 500, data[:300]
+    assert_openai_error(status, data.partition(b"\r\n\r\n")[2])
     delta = lab.forwarded() - before
     # Never a smuggled second request: the embeddings request inside a body is never seen.
     assert delta["/v1/embeddings"] == 0, (name, delta)

@@ -129,8 +129,10 @@ async def test_oversized_and_too_many_headers_are_refused(
         if name == "huge request line":
             request = request.replace(b"/v1/chat/completions", b"/v1/" + b"p" * 5000, 1)
         writer.write(request)
-        status, _, _ = await read_response(reader)
+        status, headers, body = await read_response(reader)
         assert status in (400, 413, 431), (name, status)
+        assert headers["content-type"] == "application/json"  # OpenAI-shaped, as all errors
+        assert orjson.loads(body)["error"]["type"] == "invalid_request_error"
         writer.close()
     # Just under the limits is fine.
     reader, writer = await connect(url)
