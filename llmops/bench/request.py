@@ -93,7 +93,7 @@ async def _read_stream(sent: float, response: aiohttp.ClientResponse) -> Outcome
 
 
 def _finish_stream(sent: float, stamps: list[float], tail: bytes) -> Outcome:
-    events = SSEParser().feed(tail)
+    events = SSEParser().feed(_last_events(tail, 2))
     done = bool(events) and events[-1] == b"[DONE]"
     if done:
         events.pop()
@@ -146,6 +146,18 @@ async def _read_body(sent: float, response: aiohttp.ClientResponse) -> Outcome:
         input_tokens=prompt if isinstance(prompt, int) else None,
         from_usage=isinstance(completion, int),
     )
+
+
+def _last_events(tail: bytes, count: int) -> bytes:
+    """The bytes of the last ``count`` complete events of ``tail`` (all of it if fewer)."""
+    if b"\r" in tail:
+        tail = tail.replace(b"\r\n", b"\n")
+    end = len(tail)
+    for _ in range(count + 1):
+        end = tail.rfind(b"\n\n", 0, end)
+        if end < 0:
+            return tail
+    return tail[end + 2 :]
 
 
 def _parse(payload: bytes) -> dict[str, Any] | None:
