@@ -1,9 +1,9 @@
 """The program deploy runs on a node: ``python3 -c <this file's source>``, request on stdin.
 
 Self-contained (stdlib only, Python 3.8+) because the node has no llmops installed. The
-request is one JSON object on stdin (it may hold secrets, so it never touches the command
-line); the answer is JSON lines on stdout, one per instance as each finishes, which lets
-the deployer show progress while a long wait runs.
+request is one JSON line on stdin (it may hold secrets, so it never touches the command
+line); stdin then stays open until the deployer goes away. The answer is JSON lines on
+stdout, one per instance as each finishes, so the deployer shows progress during a wait.
 
 Remote state of an instance lives in ``<state_dir>/<deployment>/<instance key>/``:
 ``state.json`` (pid, pgid, process start time, spec hash, argv, port), ``env.json`` (0600:
@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,9 +40,26 @@ MARKER = "LLMOPS_INSTANCE"
 Request = Dict[str, Any]  # noqa: UP006
 
 
+# "stop": the deployer went away (our stdin reached end-of-file: Ctrl-C, lost connection);
+# "gone": nobody reads our output any more. Either way, finish what cannot be left half
+# done (a start and its state.json), then stop waiting.
+STATE = {"stop": False, "gone": False}
+
+
+def watch_deployer() -> None:
+    """Runs in a thread: the deployer keeps our stdin open while it listens."""
+    sys.stdin.read()
+    STATE["stop"] = True
+
+
 def emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+    if STATE["gone"]:
+        return
+    try:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        STATE["gone"] = True
 
 
 def instance_dir(request: Request, key: str) -> str:
@@ -382,7 +400,7 @@ def wait_ready(request: Request, instances: list[dict[str, Any]]) -> None:
     """Report each instance as ready, dead or timed out, as soon as it is one of them."""
     started = time.monotonic()
     pending = {i["key"]: i for i in instances}
-    while pending:
+    while pending and not (STATE["stop"] or STATE["gone"]):
         for key, instance in list(pending.items()):
             record = read_json(os.path.join(instance_dir(request, key), "state.json"))
             log_path = os.path.join(instance_dir(request, key), "engine.log")
@@ -515,7 +533,8 @@ LOCKED_OPERATIONS = {"up", "stop"}
 
 
 def main() -> None:
-    request = json.loads(sys.stdin.read())
+    request = json.loads(sys.stdin.readline())
+    threading.Thread(target=watch_deployer, daemon=True).start()
     if request["op"] not in LOCKED_OPERATIONS:
         OPERATIONS[request["op"]](request)
         return

@@ -49,7 +49,9 @@ INSECURE = typer.Option(
 )
 
 
-def _run(spec_path: Path, insecure: bool, work: Any) -> tuple[Any, Console]:
+def _run(
+    spec_path: Path, insecure: bool, work: Any, *, until_interrupted: bool = False
+) -> tuple[Any, Console]:
     """Load the spec, run ``work(deployer, console)`` over SSH opened lazily, always close SSH."""
     from rich.console import Console
 
@@ -68,7 +70,15 @@ def _run(spec_path: Path, insecure: bool, work: Any) -> tuple[Any, Console]:
         async with NodeConnections(loaded.spec, insecure_host_keys=insecure) as connections:
             return await work(Deployer(loaded, connections), console)
 
-    return asyncio.run(main()), console
+    try:
+        return asyncio.run(main()), console
+    except KeyboardInterrupt:
+        if until_interrupted:  # Ctrl-C is how `logs --follow` ends
+            raise typer.Exit(0) from None
+        # The node agents see the connection close and stop waiting; engines keep running.
+        message = "interrupted; engines already started keep running (llmops deploy status)"
+        typer.echo(f"llmops: {message}", err=True)
+        raise typer.Exit(130) from None
 
 
 def _finish(result: RunResult, console: Console, verb: str) -> None:
@@ -248,10 +258,7 @@ def logs(
             console.print(entry["log"], markup=False, highlight=False)
         return result
 
-    try:
-        result, console = _run(spec, insecure_host_keys, work)
-    except KeyboardInterrupt:
-        return
+    result, console = _run(spec, insecure_host_keys, work, until_interrupted=follow)
     _finish(result, console, "logs")
 
 

@@ -50,7 +50,7 @@ async def call_agent(
         **extra,
     }
     argv = [spec.agent_python, "-c", AGENT_SOURCE]
-    async for line in connections.stream(node, argv, json.dumps(request)):
+    async for line in connections.stream(node, argv, json.dumps(request) + "\n"):
         if not line.strip():
             continue
         try:

@@ -182,19 +182,31 @@ class NodeConnections:
     async def stream(
         self, node: NodeSpec, argv: Sequence[str], stdin: str = ""
     ) -> AsyncIterator[str]:
-        """Run ``argv`` on the node and yield its output lines as they come."""
+        """Run ``argv`` on the node and yield its output lines as they come.
+
+        ``stdin`` is sent but the stream is left open: the remote command sees end-of-file
+        when the deployer goes away (Ctrl-C, lost connection), which is how the node agent
+        knows to stop waiting. SSH signals cannot do that: OpenSSH refuses most of them.
+        """
         connection = await self.connection(node)
         async with self._channel_slots(node):
             try:
-                async with connection.create_process(remote_command(argv)) as process:
-                    if stdin:
-                        process.stdin.write(stdin)
-                    process.stdin.write_eof()
-                    async for line in process.stdout:
-                        yield str(line)
-                    completed = await process.wait(check=False)
+                process = await connection.create_process(remote_command(argv))
             except (asyncssh.Error, OSError) as exc:
                 raise NodeError(node.host, f"command failed: {exc}") from None
+            finished = False
+            try:
+                if stdin:
+                    process.stdin.write(stdin)
+                async for line in process.stdout:
+                    yield str(line)
+                completed = await process.wait(check=False)
+                finished = True
+            except (asyncssh.Error, OSError) as exc:
+                raise NodeError(node.host, f"command failed: {exc}") from None
+            finally:
+                if not finished:  # cancelled or failed: closing the channel ends its stdin
+                    process.close()  # no wait: the channel closes once the command has exited
         if completed.exit_status not in (0, None):
             stderr = str(completed.stderr or "").strip()[-500:]
             raise NodeError(node.host, f"{argv[0]} exited {completed.exit_status}: {stderr}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -111,3 +112,47 @@ async def test_logs_follow_streams_new_lines_until_interrupted(
         stopped = await run(spec_path, "stop")
     assert follower.returncode == 0 and "Traceback" not in err, err
     assert not stopped.errors
+
+
+async def test_ctrl_c_during_up_ends_the_node_agents_and_keeps_the_engines(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    n1 = ssh_lab.nodes[0].address
+    model = {
+        "name": "slow",
+        "model": "/m",
+        "port": free_port(),
+        "nodes": [n1],
+        "env": {"STANDIN_HANG": "1"},
+    }
+    spec_path = write_spec(ssh_lab, tmp_path, [model])
+    deployer = subprocess.Popen(
+        [sys.executable, "-m", "llmops", "deploy", "up", "nodes.yaml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        logs = tmp_path / "state" / "t" / f"slow-{n1}-0" / "engine.log"
+        while "loading weights" not in (logs.read_text() if logs.exists() else ""):
+            assert time.monotonic() < deadline, "the engine never started"
+            await asyncio.sleep(0.1)
+        deployer.send_signal(signal.SIGINT)
+        _, err = deployer.communicate(timeout=20)
+        assert deployer.returncode == 130
+        assert (
+            err
+            == "llmops: interrupted; engines already started keep running (llmops deploy status)\n"
+        )
+        rows, _ = await run(spec_path, "status")
+        assert [r["running"] for r in rows] == [True]  # the engine outlived the deployer
+    finally:
+        if deployer.poll() is None:
+            deployer.kill()
+            deployer.communicate()
+        # The node agent is gone too: its lock is free, so stop runs at once.
+        stopped = await run(spec_path, "stop")
+    assert not stopped.errors, [str(e) for e in stopped.errors]
+    assert [e["action"] for e in stopped.events] == ["stopped"]
