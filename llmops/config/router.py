@@ -91,7 +91,7 @@ class LimitsConfig:
     key_tpm: int | None = field(default=None, metadata={"check": positive})
     wait_s: float = field(default=1.0, metadata={"check": non_negative})  # queue before a 429
     window_s: float = field(default=60.0, metadata={"check": positive})  # 60 = per minute
-    redis_timeout_s: float = field(default=0.25, metadata={"check": positive})
+    redis_timeout_s: float = field(default=0.5, metadata={"check": positive})
 
 
 @dataclass(frozen=True)

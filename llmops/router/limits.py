@@ -38,6 +38,7 @@ Kind = Literal["requests", "tokens"]
 BUCKETS = 60  # per window: a 60 s window counts in 1 s buckets
 MAX_LOCAL_SUBJECTS = 10_000  # API keys remembered locally; the oldest is forgotten first
 _REDIS_RETRY_S = (1.0, 10.0)  # first and longest pause before trying Redis again
+REDIS_CONNECTIONS = 16
 
 # KEYS: one hash per window (field = bucket index). ARGV: now_bucket, buckets counted,
 # ttl_ms, then each window's limit, then what each window adds when admitted.
@@ -156,12 +157,17 @@ class SharedWindows:
 
     def __init__(self, url: str, window_s: float, timeout_s: float) -> None:
         # No client-side retries: a slow or absent Redis must cost one timeout, then fall back.
-        self._redis = aioredis.Redis.from_url(
+        # A bounded pool: a burst of requests queues for a few connections (a script runs in
+        # microseconds) instead of opening one connection each.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._bucket_s = window_s / BUCKETS
         self._span = BUCKETS + 1  # the buckets a window covers (see BucketCounter)

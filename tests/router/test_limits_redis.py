@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from tests.conftest import StartRouter, StartSim, require_binary, router_config
 from tests.router.test_limits_router import CHAT, limited_backend, post, sim_requests
@@ -159,3 +163,43 @@ async def test_shared_limits_come_back_with_redis(
     assert "reachable again" in messages[-1]
     async with http.get(f"{url}/metrics") as response:
         assert "llmops_router_ratelimit_shared 1.0" in await response.text()
+
+
+async def test_two_router_processes_enforce_one_backend_rpm(
+    start_sim: StartSim, http: aiohttp.ClientSession, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    sim = await start_sim(model="m", ttft_ms=1, itl_ms=1)
+    limits = {"redis_url": redis_server.url, "window_s": 60.0, "wait_s": 0}
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        yaml.safe_dump(router_config([limited_backend(sim.url, rpm_limit=60)], limits=limits))
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "llmops",
+        "router",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        "0",
+    ]
+    routers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        urls = []
+        for router in routers:
+            assert router.stdout is not None
+            line = await asyncio.to_thread(router.stdout.readline)
+            urls.append(line.rsplit(" on ", 1)[1].strip())
+        results = await asyncio.gather(*(post(http, urls[i % 2], CHAT) for i in range(90)))
+    finally:
+        for router in routers:
+            router.send_signal(signal.SIGTERM)
+        for router in routers:
+            await asyncio.to_thread(router.wait, 10)
+            if router.stdout is not None:
+                router.stdout.close()
+    codes = [status for status, _h, _b in results]
+    assert codes.count(200) == 60 and codes.count(429) == 30  # rpm_limit 60, not 2 x 60
+    assert await sim_requests(http, sim.url) == 60
