@@ -14,7 +14,6 @@ import dataclasses
 import os
 import shlex
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -23,13 +22,6 @@ from llmops.deploy.errors import NodeError
 from llmops.deploy.spec import DeploySpec, NodeSpec, SshOptions
 
 DEFAULT_CONNECT_LIMIT = 32
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_status: int
-    stdout: str
-    stderr: str
 
 
 def remote_command(argv: Sequence[str]) -> str:
@@ -164,20 +156,6 @@ class NodeConnections:
                     label, f"cannot connect to {host}:{options.port}: {reason}"
                 ) from None
         return connection
-
-    async def run(self, node: NodeSpec, argv: Sequence[str], stdin: str = "") -> CommandResult:
-        """Run ``argv`` on the node and collect its output."""
-        connection = await self.connection(node)
-        async with self._channel_slots(node):
-            try:
-                result = await connection.run(remote_command(argv), input=stdin, check=False)
-            except (asyncssh.Error, OSError) as exc:
-                raise NodeError(node.host, f"command failed: {exc}") from None
-        return CommandResult(
-            exit_status=result.exit_status if result.exit_status is not None else -1,
-            stdout=str(result.stdout or ""),
-            stderr=str(result.stderr or ""),
-        )
 
     async def stream(
         self, node: NodeSpec, argv: Sequence[str], stdin: str = ""

@@ -11,7 +11,7 @@ import yaml
 from deploy_lab import SshLab
 
 from llmops.deploy.errors import NodeError
-from llmops.deploy.spec import DeploySpec, load_spec
+from llmops.deploy.spec import DeploySpec, NodeSpec, load_spec
 from llmops.deploy.ssh import NodeConnections, parse_jump, remote_command
 
 HOSTILE = [
@@ -35,6 +35,11 @@ HOSTILE = [
 ]
 
 
+async def output(connections: NodeConnections, node: NodeSpec, argv: list[str]) -> str:
+    """What ``argv`` printed on the node (NodeError if it exited non-zero)."""
+    return "".join([line async for line in connections.stream(node, argv)])
+
+
 def spec_for(lab: SshLab, tmp_path: Path, **ssh: object) -> DeploySpec:
     nodes = [{"host": n.address, "gpus": 1, "ssh": {"port": n.port}} for n in lab.nodes]
     data = {"deployment": "ssh", "ssh": {**lab.ssh_section(), **ssh}, "nodes": nodes, "models": []}
@@ -53,9 +58,8 @@ async def test_every_argument_arrives_exactly_as_given(ssh_lab: SshLab, tmp_path
     spec = spec_for(ssh_lab, tmp_path)
     async with NodeConnections(spec) as connections:
         program = "import json, sys; print(json.dumps(sys.argv[1:]))"
-        result = await connections.run(spec.nodes[0], ["python3", "-c", program, *HOSTILE])
-    assert result.exit_status == 0, result.stderr
-    assert yaml.safe_load(result.stdout) == HOSTILE
+        printed = await output(connections, spec.nodes[0], ["python3", "-c", program, *HOSTILE])
+    assert yaml.safe_load(printed) == HOSTILE
     assert not Path("/tmp/llmops-pwned").exists()
     assert remote_command(["a b", "c"]) == "'a b' c"
 
@@ -64,9 +68,9 @@ async def test_one_connection_per_host_is_reused(ssh_lab: SshLab, tmp_path: Path
     spec = spec_for(ssh_lab, tmp_path)
     async with NodeConnections(spec) as connections:
         first = await connections.connection(spec.nodes[0])
-        results = [await connections.run(spec.nodes[0], ["true"]) for _ in range(3)]
+        for _ in range(3):
+            assert await output(connections, spec.nodes[0], ["echo", "ok"]) == "ok\n"
         assert await connections.connection(spec.nodes[0]) is first
-        assert all(r.exit_status == 0 for r in results)
 
 
 async def test_unknown_host_key_is_refused_unless_insecure(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -80,9 +84,9 @@ async def test_unknown_host_key_is_refused_unless_insecure(ssh_lab: SshLab, tmp_
         with pytest.raises(
             NodeError, match=rf"node {node.address}: host key not trusted.*--insecure-host-keys"
         ):
-            await connections.run(spec.nodes[0], ["true"])
+            await output(connections, spec.nodes[0], ["true"])
     async with NodeConnections(spec, insecure_host_keys=True) as connections:
-        assert (await connections.run(spec.nodes[0], ["true"])).exit_status == 0
+        assert await output(connections, spec.nodes[0], ["echo", "ok"]) == "ok\n"
 
 
 async def test_refused_node_names_the_node(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -99,16 +103,16 @@ async def test_refused_node_names_the_node(ssh_lab: SshLab, tmp_path: Path) -> N
         with pytest.raises(
             NodeError, match=r"node 127\.0\.0\.3: cannot connect to 127\.0\.0\.3:\d+: .*refused"
         ):
-            await connections.run(spec.nodes[0], ["true"])
+            await output(connections, spec.nodes[0], ["true"])
 
 
 async def test_jump_host(ssh_lab: SshLab, tmp_path: Path) -> None:
     jump_node, target = ssh_lab.nodes
     spec = spec_for(ssh_lab, tmp_path, jump=f"root@{jump_node.address}:{jump_node.port}")
     async with NodeConnections(spec) as connections:
-        result = await connections.run(spec.nodes[1], ["sh", "-c", "echo $SSH_CONNECTION"])
+        printed = await output(connections, spec.nodes[1], ["sh", "-c", "echo $SSH_CONNECTION"])
     # The target saw the connection come from the jump host's side of loopback.
-    client_ip, _, server_ip, server_port = result.stdout.split()
+    client_ip, _, server_ip, server_port = printed.split()
     assert (server_ip, int(server_port)) == (target.address, target.port)
     assert client_ip == jump_node.address or client_ip.startswith("127.")
 
@@ -137,9 +141,9 @@ print(seen)
         spec = spec_for(ssh_lab, tmp_path, max_channels=channels)
         async with NodeConnections(spec) as connections:
             results = await asyncio.gather(
-                *(connections.run(spec.nodes[0], argv) for _ in range(4))
+                *(output(connections, spec.nodes[0], argv) for _ in range(4))
             )
-        assert max(int(r.stdout) for r in results) == channels
+        assert max(int(printed) for printed in results) == channels
 
 
 async def test_unreachable_jump_host_is_named(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -148,7 +152,7 @@ async def test_unreachable_jump_host_is_named(ssh_lab: SshLab, tmp_path: Path) -
     async with NodeConnections(spec) as connections:
         for node in spec.nodes:  # both nodes share the failed jump connection and say so
             with pytest.raises(NodeError) as caught:
-                await connections.run(node, ["true"])
+                await output(connections, node, ["true"])
             assert str(caught.value) == (
                 f"node {node.host}: via jump host root@127.0.0.3:{port}: "
                 f"cannot connect to 127.0.0.3:{port}: Connection refused"
