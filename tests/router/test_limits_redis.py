@@ -193,6 +193,7 @@ async def test_two_router_processes_enforce_one_backend_rpm(
             line = await asyncio.to_thread(router.stdout.readline)
             urls.append(line.rsplit(" on ", 1)[1].strip())
         results = await asyncio.gather(*(post(http, urls[i % 2], CHAT) for i in range(90)))
+        events = [(await status(http, url))["events"] for url in urls]  # why, if it fails
     finally:
         for router in routers:
             router.send_signal(signal.SIGTERM)
@@ -201,5 +202,5 @@ async def test_two_router_processes_enforce_one_backend_rpm(
             if router.stdout is not None:
                 router.stdout.close()
     codes = [status for status, _h, _b in results]
-    assert codes.count(200) == 60 and codes.count(429) == 30  # rpm_limit 60, not 2 x 60
+    assert codes.count(200) == 60 and codes.count(429) == 30, events  # 60, not 2 x 60
     assert await sim_requests(http, sim.url) == 60
