@@ -65,9 +65,6 @@ class Plan:
     instances: tuple[Instance, ...]
     unavailable_nodes: tuple[str, ...] = ()  # ``gpus: auto`` nodes whose GPUs are unknown
 
-    def on_node(self, host: str) -> tuple[Instance, ...]:
-        return tuple(i for i in self.instances if i.node == host)
-
     def select(self, names: Sequence[str]) -> tuple[Instance, ...]:
         """The named instances (all when ``names`` is empty); PlanError names unknown ones."""
         if not names:

@@ -230,7 +230,7 @@ def test_replicas_spread_to_the_node_with_most_free_gpus(tmp_path: Path) -> None
     assert sorted(gpus_by_node["a"]) == [0, 1] and sorted(gpus_by_node["b"]) == [0, 1, 2, 3]
     # Ports on a node never collide, across models too; each instance has its own internal block.
     for node in ("a", "b"):
-        mine = plan.on_node(node)
+        mine = [i for i in plan.instances if i.node == node]
         assert len({i.port for i in mine}) == len(mine)
         blocks = {i.internal_port for i in mine}
         assert len(blocks) == len(mine)
