@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -223,3 +224,24 @@ async def test_unreadable_certificate_is_a_config_error(pki: Pki, tmp_path: Path
     with pytest.raises(ConfigError, match=r"server\.tls: cannot load certificate"):
         async with running_router(path, "127.0.0.1", 0):
             pass
+
+
+async def test_connection_cap_answers_503_over_tls(pki: Pki, start_router: StartRouter) -> None:
+    async with https_sim(pki) as (backend, _state):
+        config = tls_config(pki, backend, upstream_tls={"ca_bundle": str(pki.ca)})
+        config["server"]["max_connections"] = 1  # type: ignore[index]
+        url = await start_router(config)
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        request = b"GET /health HTTP/1.1\r\nHost: r\r\n\r\n"
+        held_reader, held = await asyncio.open_connection(host, int(port), ssl=client_context(pki))
+        held.write(request)
+        assert (await held_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=client_context(pki))
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 10)  # the router closes after the 503
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:100]
+        assert b'"too_many_connections"' in answer
+        for stream in (writer, held):
+            stream.close()
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                await stream.wait_closed()
