@@ -86,7 +86,7 @@ class RoutingConfig:
 class LimitsConfig:
     """Per-key rate limits and the window of every RPM/TPM limit; shared through Redis if set."""
 
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     key_rpm: int | None = field(default=None, metadata={"check": positive})
     key_tpm: int | None = field(default=None, metadata={"check": positive})
     wait_s: float = field(default=1.0, metadata={"check": non_negative})  # queue before a 429
@@ -155,7 +155,7 @@ class LitellmParams:
 
     api_base: str = field(metadata={"check": _api_base})
     model: str | None = None  # the upstream model name, LiteLLM style (``openai/<name>``)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr (logs, tracebacks)
     weight: float = field(default=1.0, metadata={"check": positive})
     rpm_limit: int | None = field(default=None, metadata={"check": positive, "alias": "rpm"})
     tpm_limit: int | None = field(default=None, metadata={"check": positive, "alias": "tpm"})
@@ -245,7 +245,7 @@ class Backend:
     id: str
     model: str
     api_base: str  # ends in /v1: requests for /v1/<rest> go to <api_base>/<rest>
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     weight: float
     rpm_limit: int | None
     tpm_limit: int | None

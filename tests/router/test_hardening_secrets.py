@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 from typer.testing import CliRunner
 
+from llmops.config import load_router_config
 from llmops.config.secrets_check import inline_secret_paths, secrets_warnings
 from llmops.router.cli import app as router_cli
 from tests.conftest import StartRouter, StartSim
@@ -129,6 +130,7 @@ async def test_no_secret_reaches_any_output(
     assert "****" in result.output
     assert "readable by every user" in result.output  # the warning names paths, not values
     seen.append(result.output)
+    seen.append(repr(load_router_config(path)))  # what a log line or a traceback could show
 
     for item in seen:
         assert leaks(item) == [], item
