@@ -20,17 +20,17 @@ if TYPE_CHECKING:
 
 
 class _UpByDefault(TyperGroup):
-    """``llmops deploy nodes.yaml`` means ``llmops deploy up nodes.yaml``."""
+    """``llmops deploy nodes.yaml`` means ``llmops deploy up nodes.yaml``, and options may come
+    before the command (``llmops deploy --insecure-host-keys status nodes.yaml``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        first = next((a for a in args if not a.startswith("-")), None)
-        if (
-            first is not None
-            and first not in self.commands
-            and "--help" not in args
-            and "-h" not in args
-        ):
-            args = ["up", *args]
+        position = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+        if position is not None and not {"-h", "--help"} & set(args[:position]):
+            command = args[position]
+            if command in self.commands:
+                args = [command, *args[:position], *args[position + 1 :]]
+            else:
+                args = ["up", *args]
         return super().parse_args(ctx, args)
 
 
@@ -59,12 +59,12 @@ def _run(
     from llmops.deploy.spec import load_spec
     from llmops.deploy.ssh import NodeConnections
 
-    loaded = load_spec(spec_path)
     console = Console(soft_wrap=True)  # long errors stay on one line when piped to a file
     if insecure:
         typer.echo(
             "llmops: warning: SSH host keys are not checked (--insecure-host-keys)", err=True
         )
+    loaded = load_spec(spec_path)
 
     async def main() -> Any:
         async with NodeConnections(loaded.spec, insecure_host_keys=insecure) as connections:

@@ -38,6 +38,10 @@ def test_file_alone_means_up_and_errors_are_one_line(tmp_path: Path) -> None:
         missing.exception, ConfigError
     )  # raised by `up`: the file was dispatched to it
     assert str(missing.exception) == f"{tmp_path / 'missing.yaml'}: file not found"
+    for args in (["--insecure-host-keys", "status", "x.yaml"], ["--insecure-host-keys", "x.yaml"]):
+        moved = CliRunner().invoke(app, ["deploy", *args])  # options may come before the command
+        assert isinstance(moved.exception, ConfigError), moved.output
+        assert "SSH host keys are not checked" in moved.output
     (tmp_path / "nodes.yaml").write_text(
         "deployment: d\nnodes: [{host: a, gpus: 1, sshh: {}}]\nmodels: []\n"
     )
