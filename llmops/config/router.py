@@ -34,9 +34,12 @@ class ServerConfig:
     shutdown_timeout: float = field(default=30.0, metadata={"check": non_negative})  # seconds
     # Open client connections; past it a new connection gets one 503 and is closed.
     max_connections: int = field(default=16384, metadata={"check": positive})
-    # Seconds a connection has to send a complete request head, from its opening or its
-    # previous response (also how long an idle keep-alive connection stays open).
+    # Seconds a connection has to send a complete request head, from its opening (first
+    # request) or from the head's first byte (later ones): the slowloris limit.
     header_timeout: float = field(default=30.0, metadata={"check": positive})
+    # Seconds an idle keep-alive connection stays open; keep it above the keep-alive time
+    # of any proxy in front (nginx: 60 s), or a request may meet a closing connection.
+    keepalive_timeout: float = field(default=75.0, metadata={"check": positive})
     body_timeout: float = field(default=60.0, metadata={"check": positive})  # whole body, s
     max_header_bytes: int = field(default=8190, metadata={"check": positive})  # per line
     max_headers: int = field(default=100, metadata={"check": positive})

@@ -330,6 +330,7 @@ async def running_router(
         bind_host,
         bind_port,
         max_connections=server.max_connections,
+        header_timeout_s=server.header_timeout,
         ssl_context=ssl_context,
         backlog=4096,
         reuse_port=role is not None,

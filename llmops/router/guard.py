@@ -80,13 +80,10 @@ def admin_refusal(
 
 
 def protocol_options(server: ServerConfig) -> dict[str, Any]:
-    """Options of aiohttp's request handler that bound a client's head: size, count, time.
-
-    aiohttp closes a connection whose request head is not complete ``keepalive_timeout``
-    seconds after it opened or after its previous response: that is the slowloris limit.
-    """
+    """Options of aiohttp's request handler that bound a client's head (size, count) and
+    how long an idle keep-alive connection stays open."""
     return {
-        "keepalive_timeout": server.header_timeout,
+        "keepalive_timeout": server.keepalive_timeout,
         "max_line_size": server.max_header_bytes,
         "max_field_size": server.max_header_bytes,
         "max_headers": server.max_headers,
@@ -165,12 +162,58 @@ def _json_answer(status: int, detail: str | None) -> web.Response:
     return response
 
 
-class _JsonErrorsHandler(RequestHandler):
-    """aiohttp's request handler, with the answers aiohttp makes itself (a head it cannot
-    parse, bad body framing, an unknown ``Expect``) as OpenAI-shaped JSON like every other
-    error of the router."""
+class _GuardedHandler(RequestHandler):
+    """aiohttp's request handler with a deadline for each request head, and with the answers
+    aiohttp makes itself (a head it cannot parse, bad body framing, an unknown ``Expect``)
+    as OpenAI-shaped JSON like every other error of the router.
 
-    __slots__ = ()
+    A head must be complete ``head_timeout_s`` after the connection opened (first request)
+    or after its first byte arrived (later ones); an idle keep-alive connection is aiohttp's
+    ``keepalive_timeout``'s business. The body has its own limit (``server.body_timeout``).
+    """
+
+    __slots__ = ("_head_timeout_s", "_head_timer")
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        head_timeout_s: float,
+        **options: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **options)
+        self._head_timeout_s = head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self._awaiting_head():
+            self._arm_head_timer()
+        super().data_received(data)
+        if self._head_timer is not None and self._messages:  # a whole head is in
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _awaiting_head(self) -> bool:
+        return not self._request_in_progress and not self._messages
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self._head_timeout_s, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head():
+            self.force_close()
 
     def handle_error(
         self,
@@ -199,7 +242,7 @@ class GuardedSite(web.TCPSite):
     each holds up to ``max_connections``.
     """
 
-    __slots__ = ("_max_connections",)
+    __slots__ = ("_head_timeout_s", "_max_connections")
 
     def __init__(
         self,
@@ -208,6 +251,7 @@ class GuardedSite(web.TCPSite):
         port: int,
         *,
         max_connections: int,
+        header_timeout_s: float,
         ssl_context: ssl.SSLContext | None,
         backlog: int,
         reuse_port: bool = False,
@@ -216,6 +260,7 @@ class GuardedSite(web.TCPSite):
             runner, host, port, ssl_context=ssl_context, backlog=backlog, reuse_port=reuse_port
         )
         self._max_connections = max_connections
+        self._head_timeout_s = header_timeout_s
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; TCPSite.start would listen unguarded
@@ -225,12 +270,13 @@ class GuardedSite(web.TCPSite):
         cap = self._max_connections
 
         options = server._kwargs  # what AppRunner was given for its request handlers
+        head_timeout_s = self._head_timeout_s
 
         def guarded_protocol() -> asyncio.Protocol:
             # The server's own table of open connections: O(1), and exactly what it serves.
             if len(server._connections) >= cap:
                 return _Refusal(loop)
-            return _JsonErrorsHandler(server, loop=loop, **options)
+            return _GuardedHandler(server, loop=loop, head_timeout_s=head_timeout_s, **options)
 
         self._server = await loop.create_server(
             guarded_protocol,
