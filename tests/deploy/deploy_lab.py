@@ -15,6 +15,7 @@ Both nodes share the machine's root account, so the tests keep remote state apar
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -208,6 +209,21 @@ def start_ssh_lab(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        kill_leftovers(f"STANDIN_DUMP_DIR={dump_dir}")
+
+
+def kill_leftovers(marker: str) -> None:
+    """SIGKILL every process started through this lab's nodes that a test left running (a
+    test stopped half way skips its `stop`); they all inherited ``marker`` from sshd."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            if marker.encode() in environ:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def write_spec(
