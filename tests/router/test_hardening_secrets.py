@@ -208,3 +208,54 @@ async def test_router_start_logs_the_world_readable_warning(
     assert len(warnings) == 1
     assert "auth.tokens[0]" in warnings[0]
     assert leaks(warnings[0]) == []
+
+
+async def test_inbound_tokens_never_reach_a_backend(
+    start_router: StartRouter, http: aiohttp.ClientSession
+) -> None:
+    """A backend (and its logs) sees its own api_key or nothing, never a client's token."""
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m"}, {"id": "k"}]})
+
+    backend = web.Application()
+    backend.router.add_post("/v1/chat/completions", record)
+    backend.router.add_get("/v1/models", models)
+    backend.router.add_get("/health", models)
+    runner = web.AppRunner(backend, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        url = await start_router(
+            {
+                "auth": {"tokens": [USER_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"api_base": base}},
+                    {"model_name": "k", "litellm_params": {"api_base": base, "api_key": BACKEND_KEY}},
+                ],
+            }
+        )  # fmt: skip
+        for model in ("m", "k"):
+            for token in (USER_TOKEN, ADMIN_TOKEN):
+                async with http.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": model, **CHAT},
+                    headers={"Authorization": f"Bearer {token}", "Proxy-Authorization": token},
+                ) as response:
+                    assert response.status == 200
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 4
+    for headers, model in zip(seen, ("m", "m", "k", "k"), strict=True):
+        assert leaks(str({k: v for k, v in headers.items() if k != "Authorization"})) == []
+        if model == "m":
+            assert "Authorization" not in headers
+        else:
+            assert headers["Authorization"] == f"Bearer {BACKEND_KEY}"
