@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from llmops.config._schema import build, non_negative, port_number, positive
 from llmops.config._yaml import read_yaml, resolve_references
+from llmops.config.secrets_check import redact_problems
 from llmops.errors import ConfigError
 
 Strategy = Literal["simple-shuffle", "least-connections", "least-load"]
@@ -276,7 +277,7 @@ def load_router_config(path: str | Path) -> LoadedConfig:
     problems: list[str] = []
     config = _load(RouterConfig, main_path, problems)
     if config is None:
-        raise ConfigError(problems, str(main_path))
+        raise ConfigError(redact_problems(problems), str(main_path))
     files = [main_path]
     entries = [(entry, str(main_path)) for entry in config.model_list]
     if config.backends is not None:
@@ -292,7 +293,7 @@ def load_router_config(path: str | Path) -> LoadedConfig:
             if extra is not None:
                 entries.extend((entry, str(source_path)) for entry in extra.model_list)
     if problems:
-        raise ConfigError(problems, str(main_path))
+        raise ConfigError(redact_problems(problems), str(main_path))
     return LoadedConfig(config, resolve_backends(entries), tuple(files))
 
 

@@ -6,6 +6,7 @@ into the file is only as safe as the file's permissions.
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -75,6 +76,23 @@ def _url_may_hold_secret(url: str) -> bool:
     rest = url.split("://", 1)[-1]
     host, _, path = rest.partition("/")
     return "@" in host or "?" in rest or bool(path.strip("/"))
+
+
+# YAML paths whose values are (or may hold) secrets: a problem there does not quote them.
+_SECRET_PATH = re.compile(
+    r"api_key|(?:^|\.)(?:admin_)?tokens\[|\.secret\b|redis_url|\.headers\.|webhooks\[\d+\]\.url"
+)
+
+
+def redact_problems(problems: list[str]) -> list[str]:
+    """``problems`` with the quoted value cut from those about a secret's place."""
+    redacted = []
+    for problem in problems:
+        where, got, _ = problem.partition(" (got ")
+        if got and _SECRET_PATH.search(where):
+            problem = f"{where} (value not shown: it may be a secret)"
+        redacted.append(problem)
+    return redacted
 
 
 def world_readable(path: Path) -> bool:

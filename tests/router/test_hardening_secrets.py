@@ -259,3 +259,25 @@ async def test_inbound_tokens_never_reach_a_backend(
             assert "Authorization" not in headers
         else:
             assert headers["Authorization"] == f"Bearer {BACKEND_KEY}"
+
+
+def test_config_problems_do_not_quote_secrets(tmp_path: Path) -> None:
+    """A mistake next to a secret (a typo in a scoped token, a key given as a list) is
+    reported by its YAML path without the value, by `router check` and at start alike."""
+    path = tmp_path / "router.yaml"
+    config = {
+        "auth": {"tokens": [{"token": USER_TOKEN, "model": ["m"]}], "admin_tokens": [[ADMIN_TOKEN]]},
+        "notify": {"webhooks": [{"url": "http://127.0.0.1:9/h", "secret": [WEBHOOK_SECRET]}]},
+        "model_list": [
+            {"model_name": "m", "litellm_params": {"api_base": "http://h/v1", "api_key": [BACKEND_KEY], "weight": "x"}}
+        ],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    result = CliRunner().invoke(router_cli, ["check", "--config", str(path)])
+    assert result.exit_code != 0
+    problems = getattr(result.exception, "problems", [])
+    assert len(problems) == 5, problems
+    assert any("auth.tokens[0]" in p and "value not shown" in p for p in problems)
+    assert any("weight: must be a number (got a string 'x')" in p for p in problems)  # not secret
+    assert leaks(str(result.exception)) == []

@@ -7,6 +7,7 @@ import asyncio
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from llmops.sim import SimOptions, running_sim
 from tests.conftest import StartRouter, StartSim, router_config
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAT = orjson.dumps(
     {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 )
@@ -222,9 +224,10 @@ async def test_a_stalled_stream_reader_does_not_make_the_router_buffer(tmp_path:
     async with running_sim(options) as sim:
         config = tmp_path / "router.yaml"
         config.write_text(yaml.safe_dump(router_config([("m", sim.url)])))
+        # The code under test, not whatever `llmops` is first on PATH.
         router = await asyncio.create_subprocess_exec(
-            "llmops", "router", "serve", "--config", str(config), "--port", "0",
-            stdout=subprocess.PIPE,
+            sys.executable, "-m", "llmops", "router", "serve", "--config", str(config),
+            "--port", "0", stdout=subprocess.PIPE, cwd=REPO_ROOT,
         )  # fmt: skip
         clients: list[socket.socket] = []
         try:
