@@ -15,28 +15,20 @@ WINDOW_INTERVALS = 10
 
 
 @dataclass(slots=True)
-class _Interval:
-    ttft_ms: LogHistogram
-    itl_ms: LogHistogram
-
-
-@dataclass(slots=True)
 class LiveState:
     """Latest cumulative counters per worker plus a sliding window of interval sketches."""
 
     planned: int | None
     latest: dict[int, Snapshot] = field(default_factory=dict)
-    window: deque[_Interval] = field(default_factory=lambda: deque(maxlen=WINDOW_INTERVALS))
-    history: deque[tuple[float, int, int]] = field(
-        default_factory=lambda: deque(maxlen=WINDOW_INTERVALS + 1)
-    )
+    #: Per worker: its last snapshots, oldest first (each worker reports on its own clock).
+    recent: dict[int, deque[Snapshot]] = field(default_factory=dict)
     peak_in_flight: int = 0
 
     def add(self, snapshot: Snapshot) -> None:
         self.latest[snapshot.worker_id] = snapshot
-        self.window.append(_Interval(snapshot.ttft_ms, snapshot.itl_ms))
+        window = self.recent.setdefault(snapshot.worker_id, deque(maxlen=WINDOW_INTERVALS + 1))
+        window.append(snapshot)
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self.history.append((snapshot.at_s, self.completed, self.output_tokens))
 
     @property
     def sent(self) -> int:
@@ -66,20 +58,20 @@ class LiveState:
         return total
 
     def rates(self) -> tuple[float, float]:
-        """Completed requests/s and output tokens/s over the sliding window."""
-        if len(self.history) < 2:
-            return 0.0, 0.0
-        (t_first, done_first, tok_first), (t_last, done_last, tok_last) = (
-            self.history[0],
-            self.history[-1],
-        )
-        span = t_last - t_first
-        if span <= 0:
-            return 0.0, 0.0
-        return (done_last - done_first) / span, (tok_last - tok_first) / span
+        """Completed requests/s and output tokens/s over the sliding window, all workers."""
+        requests_s = tokens_s = 0.0
+        for window in self.recent.values():
+            first, last = window[0], window[-1]
+            span = last.at_s - first.at_s
+            if span > 0:
+                requests_s += (last.completed - first.completed) / span
+                tokens_s += (last.output_tokens - first.output_tokens) / span
+        return requests_s, tokens_s
 
     def sliding(self) -> tuple[LogHistogram, LogHistogram]:
-        return merged(i.ttft_ms for i in self.window), merged(i.itl_ms for i in self.window)
+        """TTFT and ITL sketches of the window (each snapshot holds its own interval)."""
+        snapshots = [s for window in self.recent.values() for s in window]
+        return merged(s.ttft_ms for s in snapshots), merged(s.itl_ms for s in snapshots)
 
     def health_line(self) -> str:
         parts = []

@@ -342,3 +342,40 @@ def test_compare_shows_every_shared_metric_with_its_change(tmp_path: Path) -> No
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(BenchError, match="not a bench result"):
         compare_text(str(tmp_path / "a.json"), str(tmp_path / "bad.json"))
+
+
+# --- live view ------------------------------------------------------------------------------
+
+
+def test_live_state_merges_worker_snapshots() -> None:
+    from llmops.bench.live import LiveState
+    from llmops.bench.worker import Snapshot
+
+    def snapshot(worker: int, at: float, completed: int, ttft_ms: float) -> Snapshot:
+        ttft, itl = LogHistogram(), LogHistogram()
+        ttft.record_all([ttft_ms] * 10)
+        itl.record_all([20.0] * 50)
+        return Snapshot(
+            worker_id=worker, at_s=at, sent=completed + 4, completed=completed, failed=1,
+            in_flight=4, interval_peak_in_flight=4, output_tokens=completed * 10,
+            errors={"http_500": 1}, ttft_ms=ttft, itl_ms=itl, schedule_lag_ms_max=0.5,
+            loop_lag_ms_max=2.0, cpu_percent=97.0 if worker else 10.0,
+        )  # fmt: skip
+
+    state = LiveState(planned=1000)
+    state.add(snapshot(0, 0.5, 10, 100.0))
+    state.add(snapshot(1, 0.5, 10, 100.0))
+    state.add(snapshot(0, 1.0, 30, 300.0))
+    state.add(snapshot(1, 1.0, 30, 300.0))
+    assert (state.sent, state.completed, state.in_flight, state.peak_in_flight) == (68, 60, 8, 8)
+    assert state.errors() == {"http_500": 2}
+    requests_s, tokens_s = state.rates()
+    assert requests_s == pytest.approx(80.0) and tokens_s == pytest.approx(800.0)
+    ttft, itl = state.sliding()
+    assert ttft.percentile(50) == pytest.approx(100.0, rel=0.02)
+    assert ttft.percentile(99) == pytest.approx(300.0, rel=0.02)
+    assert itl.percentile(50) == pytest.approx(20.0, rel=0.02)
+    line = state.plain_line()
+    assert "sent 68/1000 done 60 in-flight 8 errors http_500=2" in line
+    assert "w1 cpu 97%" in line
+    assert state.table().row_count == 9
