@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -27,18 +28,35 @@ def backend_entries(
     return entries
 
 
+def entries_on_hosts(path: Path, hosts: Collection[str]) -> list[dict[str, Any]]:
+    """The entries of the current file whose engine is on one of ``hosts``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    entries = data.get("model_list") if isinstance(data, dict) else None
+    kept = []
+    for entry in entries if isinstance(entries, list) else []:
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        base = params.get("api_base") if isinstance(params, dict) else None
+        if isinstance(base, str) and urlsplit(base).hostname in hosts:
+            kept.append(entry)
+    return kept
+
+
 def write_backend_file(
-    path: Path, ready: Sequence[Instance], raw_api_keys: Mapping[str, str]
+    path: Path,
+    ready: Sequence[Instance],
+    raw_api_keys: Mapping[str, str],
+    kept: Sequence[dict[str, Any]] = (),
 ) -> bool:
     """Replace ``path`` in one rename, so a router watching it never reads half a file.
 
+    ``kept``: entries carried over as they are (engines on nodes that could not be asked).
     An unchanged file is left alone (False), so a router does not reload for nothing.
     """
-    entries = backend_entries(ready, raw_api_keys)
-    holds_secret = any(
-        "api_key" in e["litellm_params"] and "${" not in e["litellm_params"]["api_key"]
-        for e in entries
-    )
+    entries = backend_entries(ready, raw_api_keys) + list(kept)
+    holds_secret = any(_literal_key(entry) for entry in entries)
     text = "# Written by `llmops deploy`: the ready instances. Edits are overwritten.\n"
     text += yaml.safe_dump({"model_list": entries}, sort_keys=False, allow_unicode=True)
     mode = 0o600 if holds_secret else 0o644  # a literal key must not be world-readable
@@ -55,6 +73,11 @@ def write_backend_file(
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def _literal_key(entry: dict[str, Any]) -> bool:
+    key = entry["litellm_params"].get("api_key")
+    return isinstance(key, str) and "${" not in key
 
 
 def _unchanged(path: Path, text: str, mode: int) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops.deploy.backend_file import write_backend_file
+from llmops.deploy.backend_file import entries_on_hosts, write_backend_file
 from llmops.deploy.errors import InstanceError, NodeError
 from llmops.deploy.plan import Instance, Plan, plan_placement
 from llmops.deploy.remote import call_agent
@@ -224,14 +224,24 @@ class Deployer:
         }
         ready = [i for i in result.plan.instances if i.name in ready_names]
         path = self.loaded.path.parent / self.spec.router_config
+        # A node we could not ask may be serving fine: keep what the file said about it
+        # (the router's health checks judge it) rather than drop it on a glitch of ours.
+        unknown = {*result.node_errors, *probe.node_errors}
+        addresses = {n.address or n.host for n in self.spec.nodes if n.host in unknown}
+        kept = entries_on_hosts(path, addresses)
         try:
-            write_backend_file(path, ready, self.loaded.raw_api_keys)
+            write_backend_file(path, ready, self.loaded.raw_api_keys, kept)
         except OSError as exc:
             raise DeployError(
                 f"cannot write the router backend file {path}: {exc.strerror or exc}"
             ) from None
         result.backend_file = path
-        result.backends_written = len(ready)
+        result.backends_written = len(ready) + len(kept)
+        for entry in kept:
+            base = entry["litellm_params"]["api_base"]
+            self.report(
+                str(entry.get("model_name")), "kept", f"{base}: its node could not be asked"
+            )
 
     # -- stop, status, logs -----------------------------------------------------------------
 

@@ -13,6 +13,10 @@ import yaml
 from deploy_lab import SshLab, free_port, run, write_spec
 
 
+def written_models(path: Path) -> list[dict[str, object]]:
+    return list(yaml.safe_load(path.read_text())["model_list"])
+
+
 def deploy_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llmops", "deploy", *args],
@@ -61,6 +65,16 @@ def test_refused_node_missing_command_taken_port_and_crash_are_named(
     spec = yaml.safe_load(spec_path.read_text())
     spec["nodes"].append({"host": "127.0.0.3", "gpus": 1, "ssh": {"port": refused_port}})
     spec_path.write_text(yaml.safe_dump(spec))
+    # What an earlier deploy wrote: the unreachable node's entry must survive this run (it
+    # may well be serving), a stale one on a reachable node must not.
+    backends = tmp_path / "backends" / "self_deployed_config.yaml"
+    backends.parent.mkdir()
+    lost_entry = {
+        "model_name": "lost",
+        "litellm_params": {"api_base": f"http://127.0.0.3:{port}/v1", "weight": 1},
+    }
+    stale = {"model_name": "old", "litellm_params": {"api_base": f"http://{n1}:1/v1", "weight": 1}}
+    backends.write_text(yaml.safe_dump({"model_list": [lost_entry, stale]}))
     with socket.socket() as holder:  # someone else's server on busy's port
         holder.bind((n2, busy_port))
         holder.listen()
@@ -87,13 +101,14 @@ def test_refused_node_missing_command_taken_port_and_crash_are_named(
         assert f"node {n2}, instance sleepy-{n2}-0: not ready after 2 s" in out  # its own deadline
         assert "| stand-in engine: loading weights (forever)" in out
         assert f"good-{n1}-0: ready" in out
-        written = yaml.safe_load((tmp_path / "backends" / "self_deployed_config.yaml").read_text())
-        assert written["model_list"] == [
+        assert written_models(backends) == [
             {
                 "model_name": "good",
                 "litellm_params": {"api_base": f"http://{n1}:{port}/v1", "weight": 1},
-            }
+            },
+            lost_entry,
         ]
+        assert f"lost: kept http://127.0.0.3:{port}/v1: its node could not be asked" in out
     finally:
         stop = deploy_cli("stop", "nodes.yaml", cwd=tmp_path)
     # Only the unreachable node keeps stop from succeeding; everything else is stopped.
