@@ -85,9 +85,6 @@ class WorkerHealth:
     cpu_percent_max: float = 0.0
     peak_in_flight: int = 0
     max_rss_bytes: int = 0
-    first_send_s: float = 0.0
-    last_send_s: float = 0.0
-    stopped: bool = False
 
 
 def worker_main(plan: WorkerPlan, conn: Connection) -> None:
@@ -115,7 +112,7 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
             t0 = float(message[1])
             break
         else:  # stopped before the start
-            conn.send(("done", RequestRecords(), WorkerHealth(plan.worker_id, stopped=True)))
+            conn.send(("done", RequestRecords(), WorkerHealth(plan.worker_id)))
             return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         records, health = runner.run(_Worker(plan, conn, t0, offsets).run())
@@ -150,7 +147,6 @@ class _Worker:
         self.itl_ms = LogHistogram()
         self.interval_schedule_lag_ms = 0.0
         self.interval_loop_lag_ms = 0.0
-        self.first_send = self.last_send = 0.0
         self.next_local = 0
         self.cap = asyncio.Semaphore(plan.in_flight_cap) if plan.in_flight_cap else None
         self.headers = {"Content-Type": "application/json", **plan.headers}
@@ -187,9 +183,6 @@ class _Worker:
         elapsed = perf_counter() - wall_start
         self.health.cpu_percent = 100 * (time.process_time() - cpu_start) / max(elapsed, 1e-9)
         self.health.max_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.health.first_send_s = self.first_send
-        self.health.last_send_s = self.last_send
-        self.health.stopped = self.stopping.is_set()
         return self.records, self.health
 
     def _check_messages(self) -> None:
@@ -279,9 +272,6 @@ class _Worker:
     def _account(self, index: int, input_len: int, intended_s: float, outcome: Outcome) -> None:
         t0 = self.t0
         sent_s = outcome.sent - t0
-        if not self.first_send:
-            self.first_send = sent_s
-        self.last_send = max(self.last_send, sent_s)
         input_tokens = input_len if outcome.input_tokens is None else outcome.input_tokens
         self.records.add(
             index=index,
