@@ -43,6 +43,7 @@ _ARRIVAL = typer.Option(_Arrival.poisson, "--arrival", help="Open-loop arrivals.
 _GOODPUT = typer.Option(
     [], "--goodput", help="SLO for goodput, e.g. --goodput ttft:500 --goodput tpot:50."
 )
+_HEADER = typer.Option([], "--header", help="Extra request header NAME=VALUE; repeatable.")
 _UI = typer.Option(None, "--ui", help="live (default on a terminal), plain or none.")
 
 #: Requests in a run given neither --num-requests nor --duration (vLLM's --num-prompts default).
@@ -100,6 +101,7 @@ def bench(
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token."
     ),
+    header: list[str] = _HEADER,
     ui: _Ui | None = _UI,
     output: str | None = typer.Option(None, "--output", "-o", help="Write the result JSON here."),
     save_requests: str | None = typer.Option(
@@ -115,7 +117,13 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from llmops.bench.options import BenchOptions, check_options, parse_goodput, parse_percentiles
+    from llmops.bench.options import (
+        BenchOptions,
+        check_options,
+        parse_goodput,
+        parse_headers,
+        parse_percentiles,
+    )
 
     if num_requests is None and duration is None:
         num_requests = DEFAULT_NUM_REQUESTS
@@ -145,6 +153,7 @@ def bench(
             percentiles=parse_percentiles(percentiles),
             goodput=parse_goodput(goodput),
             api_key=api_key,
+            headers=parse_headers(header),
             ui=(ui.value if ui else ("live" if sys.stdout.isatty() else "none")),
             output=output,
             save_requests=save_requests,

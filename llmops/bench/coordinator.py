@@ -276,7 +276,10 @@ def _check_open_files(options: BenchOptions) -> None:
 
 
 def _auth_headers(options: BenchOptions) -> dict[str, str]:
-    return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    headers = dict(options.headers)
+    if options.api_key:
+        headers["Authorization"] = f"Bearer {options.api_key}"
+    return headers
 
 
 def _send_quietly(conn: Connection, message: tuple[Any, ...]) -> None:

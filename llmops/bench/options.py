@@ -43,6 +43,7 @@ class BenchOptions:
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     goodput: tuple[tuple[str, float], ...] = ()
     api_key: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
     ui: UiMode = "none"
     output: str | None = None
     save_requests: str | None = None
@@ -59,6 +60,8 @@ class BenchOptions:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["api_key"] = "***" if self.api_key else None
+        # Header values may be credentials too: record the names only.
+        data["headers"] = [name for name, _ in self.headers]
         data["goodput"] = dict(self.goodput)
         data["percentiles"] = list(self.percentiles)
         data["urls"] = list(self.urls)
@@ -108,6 +111,17 @@ def parse_goodput(pairs: list[str]) -> tuple[tuple[str, float], ...]:
                 raise BenchError(f"--goodput: {name} must be a non-negative number of ms")
             slos[name] = value
     return tuple(slos.items())
+
+
+def parse_headers(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``["X-Team=ml", "X-Trace=1"]`` → (("X-Team", "ml"), ("X-Trace", "1"))."""
+    headers: list[tuple[str, str]] = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise BenchError(f"--header {item!r} should be NAME=VALUE")
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
 
 
 def check_options(options: BenchOptions) -> BenchOptions:

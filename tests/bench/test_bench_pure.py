@@ -379,3 +379,19 @@ def test_live_state_merges_worker_snapshots() -> None:
     assert "sent 68/1000 done 60 in-flight 8 errors http_500=2" in line
     assert "w1 cpu 97%" in line
     assert state.table().row_count == 9
+
+
+def test_extra_headers_are_sent_but_not_recorded() -> None:
+    from llmops.bench.coordinator import _auth_headers
+    from llmops.bench.options import parse_headers
+
+    headers = parse_headers(["X-Team=ml", " X-Trace = a=b "])
+    assert headers == (("X-Team", "ml"), ("X-Trace", "a=b"))
+    options = _options(headers=headers, api_key="sk-1")
+    assert _auth_headers(options) == {
+        "X-Team": "ml", "X-Trace": "a=b", "Authorization": "Bearer sk-1",
+    }  # fmt: skip
+    assert options.to_dict()["headers"] == ["X-Team", "X-Trace"]
+    for bad in ("novalue", "=x"):
+        with pytest.raises(BenchError, match="NAME=VALUE"):
+            parse_headers([bad])
