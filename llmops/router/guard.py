@@ -172,7 +172,7 @@ class _GuardedHandler(RequestHandler):
     ``keepalive_timeout``'s business. The body has its own limit (``server.body_timeout``).
     """
 
-    __slots__ = ("_head_timeout_s", "_head_timer")
+    __slots__ = ("_head_started", "_head_timeout_s", "_head_timer")
 
     def __init__(
         self,
@@ -184,19 +184,23 @@ class _GuardedHandler(RequestHandler):
     ) -> None:
         super().__init__(manager, loop=loop, **options)
         self._head_timeout_s = head_timeout_s
+        self._head_started: float | None = None  # when the awaited head began (None: not yet)
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_started = self._loop.time()
+        # One timer per connection, re-armed as it fires: a request costs a clock read only.
+        self._head_timer = self._loop.call_at(
+            self._head_started + self._head_timeout_s, self._check_head
+        )
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and self._awaiting_head():
-            self._arm_head_timer()
+        if self._head_started is None and self._awaiting_head():
+            self._head_started = self._loop.time()
         super().data_received(data)
-        if self._head_timer is not None and self._messages:  # a whole head is in
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._messages:  # a whole head is in
+            self._head_started = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
@@ -207,13 +211,17 @@ class _GuardedHandler(RequestHandler):
     def _awaiting_head(self) -> bool:
         return not self._request_in_progress and not self._messages
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self._loop.call_later(self._head_timeout_s, self._head_too_slow)
-
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._awaiting_head():
+    def _check_head(self) -> None:
+        now = self._loop.time()
+        started = self._head_started
+        if started is not None and not self._awaiting_head():
+            started = self._head_started = None  # a request is being handled
+        if started is not None and now - started >= self._head_timeout_s:
+            self._head_timer = None
             self.force_close()
+            return
+        deadline = now + self._head_timeout_s if started is None else started + self._head_timeout_s
+        self._head_timer = self._loop.call_at(deadline, self._check_head)
 
     def handle_error(
         self,
