@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -233,14 +234,15 @@ class _GuardedHandler(RequestHandler):
         super().handle_error(request, status, exc, message)  # logs; raises if already answering
         return _json_answer(status, message)
 
-    async def finish_response(
+    def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
+    ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
         # The router's handlers answer with Response objects; an HTTPException here comes
-        # from aiohttp itself (its Expect handling runs before any middleware).
+        # from aiohttp itself (its Expect handling runs before any middleware). Not a
+        # coroutine itself: the base's is returned as it is, no extra frame per response.
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             resp = _json_answer(resp.status, resp.text)
-        return await super().finish_response(request, resp, start_time)
+        return super().finish_response(request, resp, start_time)
 
 
 class GuardedSite(web.TCPSite):
