@@ -162,7 +162,9 @@ class _Worker:
             connector=connector,
             timeout=timeout,
             read_bufsize=1 << 20,
-            skip_auto_headers=("User-Agent",),
+            auto_decompress=False,
+            # Identity bodies only: the SSE byte scan reads the stream as it comes.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         ) as session:
             self.session = session
             background = [
