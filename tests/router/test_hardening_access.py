@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import socket
+import json
+import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +18,7 @@ import yaml
 from llmops.router.app import router_url, running_router
 from llmops.router.auth import EVERY_MODEL, TokenSet
 from llmops.router.guard import admin_refusal, is_loopback
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, require_binary, router_config
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 ADMIN_PATHS = [("GET", "/status"), ("GET", "/dashboard"), ("POST", "/admin/reload")]
@@ -133,39 +137,91 @@ async def test_without_admin_tokens_loopback_clients_may_administer(
             assert response.status == 200, path
 
 
-def _non_loopback_address() -> str | None:
-    """An IPv4 address of this machine outside 127.0.0.0/8 (traffic to it stays local)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5)
-        for address in out.stdout.split():
-            if "." in address and not address.startswith("127."):
-                with socket.socket() as probe:
-                    probe.bind((address, 0))  # it really is ours
-                return address
-    return None
+@contextlib.contextmanager
+def network_namespace() -> Iterator[tuple[str, str, str]]:
+    """A network namespace of the test's own joined to this one by a veth pair.
+
+    Yields (namespace, address on our side, address inside): a client started inside the
+    namespace reaches the router from a non-loopback address, and no packet leaves the
+    machine.
+    """
+    ip = require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
+    tag = f"llm{os.getpid() % 100000}"
+    namespace, host_side, inner_side = f"{tag}ns", f"{tag}h", f"{tag}n"
+    ours, theirs = "10.213.7.1", "10.213.7.2"
+    steps = [
+        [ip, "netns", "add", namespace],
+        [ip, "link", "add", host_side, "type", "veth", "peer", "name", inner_side],
+        [ip, "link", "set", inner_side, "netns", namespace],
+        [ip, "addr", "add", f"{ours}/24", "dev", host_side],
+        [ip, "link", "set", host_side, "up"],
+        [ip, "netns", "exec", namespace, ip, "addr", "add", f"{theirs}/24", "dev", inner_side],
+        [ip, "netns", "exec", namespace, ip, "link", "set", inner_side, "up"],
+    ]
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=10)
+            if done.returncode != 0:
+                message = f"cannot build a test network namespace: {done.stderr.strip()}"
+                if os.environ.get("CI") == "true":
+                    pytest.fail(message)
+                pytest.skip(message)
+        yield namespace, ours, theirs
+    finally:
+        subprocess.run([ip, "link", "del", host_side], capture_output=True, timeout=10)
+        subprocess.run([ip, "netns", "del", namespace], capture_output=True, timeout=10)
+
+
+_ASK_FROM_INSIDE = """
+import json, sys, urllib.error, urllib.request
+answers = []
+for method, url in json.loads(sys.argv[1]):
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answers.append([response.status, response.read().decode()])
+    except urllib.error.HTTPError as error:
+        answers.append([error.code, error.read().decode()])
+print(json.dumps(answers))
+"""
 
 
 async def test_non_loopback_client_is_refused_without_admin_tokens(
-    start_sim: StartSim, tmp_path: Path, http: aiohttp.ClientSession
+    start_sim: StartSim, tmp_path: Path
 ) -> None:
-    """The router bound on one of this machine's own non-loopback addresses: a client there
-    is not a loopback client (packets to an own address never leave the machine)."""
-    address = _non_loopback_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address; the unit tests cover it")
+    """A client in a network namespace of the test's own is not a loopback client."""
     sim = await start_sim(model="m")
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(router_config([("m", sim.url)])))
-    async with running_router(path, address, 0) as runner:
-        url = router_url(runner)
-        for method, admin_path in ADMIN_PATHS:
-            async with http.request(method, url + admin_path) as response:
-                assert response.status == 403, admin_path
-                body = await response.json()
-                assert body["error"]["type"] == "permission_error"
-                assert body["error"]["code"] == "admin_forbidden"
-        # The OpenAI surface stays open to everyone (no inference tokens configured).
-        async with http.post(f"{url}/v1/chat/completions", json={"model": "m", **CHAT}) as r:
-            assert r.status == 200
-        async with http.get(f"{url}/health") as r:
-            assert r.status == 200
+    with network_namespace() as (namespace, ours, _theirs):
+        async with running_router(path, ours, 0) as runner:
+            url = router_url(runner)
+            calls = [[method, url + admin_path] for method, admin_path in ADMIN_PATHS]
+            calls.append(["POST", f"{url}/v1/chat/completions"])  # (an empty body: a 400)
+            calls.append(["GET", f"{url}/health"])
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    namespace,
+                    sys.executable,
+                    "-c",
+                    _ASK_FROM_INSIDE,
+                    json.dumps(calls),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    for (status, body), (_method, admin_path) in zip(answers, ADMIN_PATHS, strict=False):
+        assert status == 403, admin_path
+        error = json.loads(body)["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "admin_forbidden")
+    # The OpenAI surface and liveness stay open to everyone (no inference tokens configured).
+    assert answers[-2][0] == 400 and json.loads(answers[-2][1])["error"]["code"] == "missing_model"
+    assert answers[-1][0] == 200
