@@ -122,8 +122,8 @@ def run(
         _collect(conns, done, state, on_snapshot, deadline=None)
     except KeyboardInterrupt:
         interrupted = True
-        for conn in conns:
-            if conns.index(conn) not in done:
+        for worker_id, conn in enumerate(conns):
+            if worker_id not in done:
                 _send_quietly(conn, ("stop",))
         with contextlib.suppress(KeyboardInterrupt):
             _collect(conns, done, state, on_snapshot, deadline=time.monotonic() + STOP_GRACE_S)
