@@ -12,6 +12,7 @@ A second part holds 1,000 and 10,000 slow streams open through the router and re
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -131,6 +133,34 @@ def bench(url: str, streams: int, requests: int, tokens: int, workdir: Path) -> 
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
+async def _first_token_s(session: aiohttp.ClientSession, url: str) -> float:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+        async for chunk in response.content.iter_any():
+            if b'"content":"' in chunk and b'"content":""' not in chunk:
+                first = time.perf_counter() - started
+                await response.read()
+                return first
+    raise RuntimeError("no token")
+
+
+def quiet_ttft_ms(url: str, probes: int = 30) -> float:
+    """Median time to the first token of single streams, one at a time (no load)."""
+
+    async def run() -> float:
+        async with aiohttp.ClientSession() as session:
+            await _first_token_s(session, url)  # warm the connection
+            return median([await _first_token_s(session, url) for _ in range(probes)]) * 1000
+
+    return asyncio.run(run())
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -158,6 +188,7 @@ def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, f
                     proxy, url = start_router(sim_url, workdir)
                 time.sleep(0.5)
                 try:
+                    quiet_ttft = quiet_ttft_ms(url)
                     before = cpu_seconds(proxy.pid) if proxy else 0.0
                     started = time.monotonic()
                     result = bench(
@@ -177,6 +208,7 @@ def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, f
                         "chunks_per_s": chunks / result["duration"],
                         "cpu_us_per_chunk": cpu / chunks * 1e6,
                         "proxy_cpu_share": cpu / elapsed,
+                        "quiet_ttft_ms": quiet_ttft,
                         "ttft_p50_ms": result["median_ttft_ms"],
                         "ttft_p99_ms": result["p99_ttft_ms"],
                         "itl_p50_ms": result["median_itl_ms"],
@@ -273,15 +305,17 @@ def main() -> None:
         f"Command: `python benchmarks/paced_streams.py --streams {args.streams} --itl-ms {args.itl_ms:g} "
         f"--tokens {args.tokens} --runs {args.runs} --write`",
         "",
-        "| path | chunks/s relayed | proxy CPU µs/chunk | proxy core busy | TTFT p50 ms | added TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| path | chunks/s relayed | proxy CPU µs/chunk | chunks/s per core (1/CPU) | TTFT 1 stream ms | added TTFT ms | TTFT p50 / p99 under load ms | ITL p50 / p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    direct_ttft = m("direct", "ttft_p50_ms")
+    direct_ttft = m("direct", "quiet_ttft_ms")
     for name in results:
+        capacity = 1e6 / m(name, "cpu_us_per_chunk")
         lines.append(
-            f"| {name} | {m(name, 'chunks_per_s'):,.0f} | {m(name, 'cpu_us_per_chunk'):.1f} | {m(name, 'proxy_cpu_share'):.0%} | "
-            f"{m(name, 'ttft_p50_ms'):.1f} | {m(name, 'ttft_p50_ms') - direct_ttft:+.1f} | {m(name, 'ttft_p99_ms'):.1f} | "
-            f"{m(name, 'itl_p50_ms'):.1f} | {m(name, 'itl_p99_ms'):.1f} | {sum(r['errors'] for r in results[name]):.0f} |"
+            f"| {name} | {m(name, 'chunks_per_s'):,.0f} | {m(name, 'cpu_us_per_chunk'):.1f} | "
+            f"{'-' if capacity != capacity else f'{capacity:,.0f}'} | {m(name, 'quiet_ttft_ms'):.2f} | "
+            f"{m(name, 'quiet_ttft_ms') - direct_ttft:+.2f} | {m(name, 'ttft_p50_ms'):.0f} / {m(name, 'ttft_p99_ms'):.0f} | "
+            f"{m(name, 'itl_p50_ms'):.1f} / {m(name, 'itl_p99_ms'):.1f} | {sum(r['errors'] for r in results[name]):.0f} |"
         )
     if rows:
         lines += [
