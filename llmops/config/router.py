@@ -181,8 +181,8 @@ class BackendFilesConfig:
 
 
 WebhookFormat = Literal["generic", "slack", "wecom", "feishu"]
-# The router's event kinds (llmops.router.events.EventKind) plus the periodic traffic report.
-NotifyKind = Literal[
+# What happens to a fleet that the router records (its /status events) ...
+EventKind = Literal[
     "unhealthy",
     "recovered",
     "ejected",
@@ -193,8 +193,9 @@ NotifyKind = Literal[
     "undrained",
     "limits_local",
     "limits_shared",
-    "report",
 ]
+# ... and what a webhook can subscribe to: those, plus the periodic traffic report.
+NotifyKind = Literal[EventKind, "report"]
 
 
 @dataclass(frozen=True)

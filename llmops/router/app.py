@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from llmops.config import LoadedConfig, load_router_config
+from llmops.config.router import EventKind
 from llmops.config.secrets_check import secrets_warnings
 from llmops.errors import RouterError
 from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
@@ -25,7 +26,6 @@ from llmops.router.cluster import (
     merge_metrics,
     merge_status,
 )
-from llmops.router.events import EventKind
 from llmops.router.guard import (
     GuardedSite,
     admin_refusal,

@@ -9,21 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from llmops.config.router import EventKind
+
 log = logging.getLogger("llmops.router")
 
 EventLevel = Literal["info", "warning", "error"]
-EventKind = Literal[
-    "unhealthy",
-    "recovered",
-    "ejected",
-    "probing",
-    "config_reloaded",
-    "config_rejected",
-    "drained",
-    "undrained",
-    "limits_local",
-    "limits_shared",
-]
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmops.config import Backend
-from llmops.router.events import Event, EventKind, EventLevel
+from llmops.config.router import EventKind
+from llmops.router.events import Event, EventLevel
 from llmops.router.notify_cooldown import CoolDown, Repeats, format_duration
 from llmops.router.notify_report import TrafficCounter, traffic_summary
 from llmops.router.pool import BackendState
