@@ -216,3 +216,62 @@ def cpu_seconds(pid: int) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pinned(cpu: int, *args: str) -> list[str]:
+    """A Python command (``-m llmops ...`` or a script) pinned to one core."""
+    return ["taskset", "-c", str(cpu), sys.executable, *args]
+
+
+def start_llmops_router(
+    upstream: str, model: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``llmops router serve`` on core 1 with its default features, one backend."""
+    port = free_port()
+    config = workdir / "router.yaml"
+    entry = {"model_name": model, "litellm_params": {"api_base": f"{upstream}/v1"}}
+    config.write_text(json.dumps({"model_list": [entry]}))  # JSON is YAML
+    argv = pinned(
+        1,
+        "-m",
+        "llmops",
+        "router",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+    )
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_minimal_proxy(upstream: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The naive aiohttp proxy of ``minimal_proxy.py`` on core 1: the Python ceiling."""
+    port = free_port()
+    process = subprocess.Popen(
+        pinned(1, str(ROOT / "benchmarks" / "minimal_proxy.py"), str(port), upstream)
+    )
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the ``## title`` section of BENCHMARKS.md."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    header = f"## {title}"
+    section = f"{header}\n\nRecorded {time.strftime('%Y-%m-%d')}.\n\n{body}\n"
+    if header in text:
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -21,115 +21,44 @@ import time
 from pathlib import Path
 
 import aiohttp
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import cpu_seconds, free_port, median, wait_port
-from router_throughput import start_minimal, write_section
+from _harness import (
+    cpu_seconds,
+    free_port,
+    median,
+    pinned,
+    start_llmops_router,
+    start_minimal_proxy,
+    wait_port,
+    write_section,
+)
 
 MODEL = "paced"
 
 
 def start_sim(itl_ms: float, max_seqs: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            "-m",
-            "llmops",
-            "sim",
-            "--port",
-            str(port),
-            "--model",
-            MODEL,
-            "--ttft-ms",
-            "50",
-            "--itl-ms",
-            str(itl_ms),
-            "--max-num-seqs",
-            str(max_seqs),
-            "--kv-cache-tokens",
-            str(max_seqs * 400),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    argv = pinned(0, "-m", "llmops", "sim", "--port", str(port), "--model", MODEL, "--ttft-ms", "50",
+                  "--itl-ms", str(itl_ms), "--max-num-seqs", str(max_seqs), "--kv-cache-tokens", str(max_seqs * 400))  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     wait_port(port)
     return process, f"http://127.0.0.1:{port}"
 
 
-def start_router(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = workdir / "router.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model_list": [
-                    {"model_name": MODEL, "litellm_params": {"api_base": f"{upstream}/v1"}}
-                ]
-            }
-        )
-    )
-    process = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            "-m",
-            "llmops",
-            "router",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    return process, f"http://127.0.0.1:{port}"
+def bench_argv(
+    url: str, streams: int, requests: int, input_len: int, tokens: int, workers: int
+) -> list[str]:
+    """``llmops bench`` on core 0 (beside the sim), closed loop at ``streams``."""
+    return pinned(0, "-m", "llmops", "bench", "--url", url, "--model", MODEL, "--concurrency", str(streams),
+                  "--num-requests", str(requests), "--input-len", str(input_len), "--output-len", str(tokens),
+                  "--workers", str(workers), "--ui", "none", "--timeout", "600")  # fmt: skip
 
 
 def bench(url: str, streams: int, requests: int, tokens: int, workdir: Path) -> dict[str, float]:
     out = workdir / "run.json"
-    subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            "-m",
-            "llmops",
-            "bench",
-            "--url",
-            url,
-            "--model",
-            MODEL,
-            "--concurrency",
-            str(streams),
-            "--num-requests",
-            str(requests),
-            "--input-len",
-            "16",
-            "--output-len",
-            str(tokens),
-            "--workers",
-            "1",
-            "--ui",
-            "none",
-            "--output",
-            str(out),
-            "--timeout",
-            "600",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    argv = bench_argv(url, streams, requests, 16, tokens, 1)
+    subprocess.run([*argv, "--output", str(out)], check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
@@ -182,10 +111,9 @@ def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, f
                 if name == "direct":
                     url = sim_url
                 elif name.startswith("minimal"):
-                    proxy, port = start_minimal(sim_url)
-                    url = f"http://127.0.0.1:{port}"
+                    proxy, url = start_minimal_proxy(sim_url)
                 else:
-                    proxy, url = start_router(sim_url, workdir)
+                    proxy, url = start_llmops_router(sim_url, MODEL, workdir)
                 time.sleep(0.5)
                 try:
                     quiet_ttft = quiet_ttft_ms(url)
@@ -228,39 +156,12 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[tuple[int, float, fl
     rows = []
     for streams in args.hold:
         sim, sim_url = start_sim(1000.0, streams + 10)  # one token a second: streams stay open
-        router, url = start_router(sim_url, workdir)
+        router, url = start_llmops_router(sim_url, MODEL, workdir)
         try:
             time.sleep(1.0)
             baseline = rss_bytes(router.pid)
             client = subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "0",
-                    sys.executable,
-                    "-m",
-                    "llmops",
-                    "bench",
-                    "--url",
-                    url,
-                    "--model",
-                    MODEL,
-                    "--concurrency",
-                    str(streams),
-                    "--num-requests",
-                    str(streams),
-                    "--input-len",
-                    "4",
-                    "--output-len",
-                    "20",
-                    "--workers",
-                    "2",
-                    "--ui",
-                    "none",
-                    "--timeout",
-                    "600",
-                ],
-                stdout=subprocess.DEVNULL,
+                bench_argv(url, streams, streams, 4, 20, 2), stdout=subprocess.DEVNULL
             )
             peak, deadline = baseline, time.monotonic() + 120
             while client.poll() is None and time.monotonic() < deadline:

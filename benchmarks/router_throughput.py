@@ -15,71 +15,25 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import CHAT_BODY, MODEL, Nginx, cpu_seconds, free_port, median, wait_port, wrk
+from _harness import (
+    CHAT_BODY,
+    MODEL,
+    Nginx,
+    cpu_seconds,
+    median,
+    start_llmops_router,
+    start_minimal_proxy,
+    write_section,
+    wrk,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 STREAM_BODY = CHAT_BODY[:-1] + ', "stream": true}'
-
-
-def start_llmops(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    config = workdir / "router.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model_list": [
-                    {"model_name": MODEL, "litellm_params": {"api_base": f"{upstream}/v1"}}
-                ],
-            }
-        )
-    )
-    process = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            "-m",
-            "llmops",
-            "router",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    return process, port
-
-
-def start_minimal(upstream: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            str(ROOT / "benchmarks" / "minimal_proxy.py"),
-            str(port),
-            upstream,
-        ]
-    )
-    wait_port(port)
-    return process, port
 
 
 def measure(url: str, pid: int | None, seconds: float) -> dict[str, float]:
@@ -122,12 +76,12 @@ def main() -> None:
                 if name == "direct":
                     url, pid = nginx.url, None
                 else:
-                    process, port = (
-                        start_minimal(nginx.url)
+                    process, url = (
+                        start_minimal_proxy(nginx.url)
                         if name.startswith("minimal")
-                        else start_llmops(nginx.url, workdir)
+                        else start_llmops_router(nginx.url, MODEL, workdir)
                     )
-                    url, pid = f"http://127.0.0.1:{port}", process.pid
+                    pid = process.pid
                     time.sleep(0.5)
                 try:
                     results[name].append(measure(url, pid, args.seconds))
@@ -166,22 +120,6 @@ def render(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"{m(name, 'p99_ms'):.3f} | {m(name, 'p50_ms') - direct_p50:.3f} | {sum(r['errors'] for r in results[name]):.0f} |"
         )
     return "\n".join(lines)
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of BENCHMARKS.md."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    header = f"## {title}"
-    stamp = time.strftime("%Y-%m-%d")
-    section = f"{header}\n\nRecorded {stamp}.\n\n{body}\n"
-    if header in text:
-        start = text.index(header)
-        end = text.find("\n## ", start + len(header))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":
