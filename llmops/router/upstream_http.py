@@ -123,6 +123,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_use:  # bytes nobody asked for: never let them answer the next request
+            self.close()
+            return
         if not self._head_done.done():
             self._head += data
             end = self._head.find(b"\r\n\r\n")
@@ -192,9 +195,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _feed_body(self, data: bytes) -> None:
         if self._body_done:
-            return  # bytes after a complete response: the connection is not reused
+            self._keep_alive = False  # bytes after a complete response: never reuse it
+            return
         if not self._chunked:
             if self._remaining >= 0:
+                if len(data) > self._remaining:
+                    self._keep_alive = False
                 data = data[: self._remaining]
                 self._remaining -= len(data)
                 if self._remaining == 0:
@@ -237,6 +243,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._chunk_state = 0
             elif not line:  # state 3: the empty line after the (usually absent) trailers
                 self._body_done = True
+                self._keep_alive = self._keep_alive and position == size
         self._deliver(b"".join(pieces) if len(pieces) != 1 else pieces[0])
 
     def _deliver(self, data: bytes) -> None:

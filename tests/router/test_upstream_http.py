@@ -194,3 +194,18 @@ async def test_a_slow_reader_pauses_the_socket(raw_server: StartRaw) -> None:
     assert len(await connection.read_body()) == 8 * len(megabyte)
     connection.release()
     pool.close()
+
+
+async def test_bytes_on_an_idle_connection_never_answer_the_next_request(
+    raw_server: StartRaw,
+) -> None:
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+    fresh = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"
+    answers = iter([[fresh, stray], [fresh]])  # the first answer is followed by a stray one
+    _, port = await raw_server(lambda _: next(answers))
+    pool = UpstreamPool("127.0.0.1", port, None)
+    assert (await roundtrip(pool))[2] == b"fresh"
+    await asyncio.sleep(0.1)  # the stray response arrives while the connection is idle
+    assert pool.idle_count == 0  # dropped, not reused
+    assert (await roundtrip(pool))[2] == b"fresh"
+    pool.close()
