@@ -1,7 +1,8 @@
 """Hot reload: config changes are validated, diffed and swapped in atomically.
 
-The files a config reads (the main file and its ``backends.config_dir`` sources) are polled
-for changes each second; SIGHUP reloads at once. An invalid config is rejected with a
+The files a config reads (the main file and its ``backends.config_dir`` sources) are watched
+with inotify (a change is seen at once) and polled each second as a fallback; SIGHUP reloads
+at once. An invalid config is rejected with a
 logged error and the old one keeps serving. Backends that stay keep their state; new ones
 join after a passing health check; removed ones finish their in-flight requests.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from llmops.config import LoadedConfig, load_router_config
 from llmops.errors import ConfigError
+from llmops.router.filewatch import DirectoryWatch
 from llmops.router.health import admit_new_backends
 from llmops.router.pool import build_snapshot
 from llmops.router.state import RouterState
@@ -22,6 +24,7 @@ from llmops.router.state import RouterState
 log = logging.getLogger("llmops.router")
 
 FileStamp = tuple[int, int, int] | None  # (inode, size, mtime_ns), None if missing
+_SETTLE_S = 0.05
 
 
 def stamp(path: Path) -> FileStamp:
@@ -94,11 +97,27 @@ class ConfigWatcher:
             return True
 
     async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wanted.wait(), self._poll_s)
-            except TimeoutError:
-                if self._current_stamps() == self._stamps:
+        changed = asyncio.Event()
+        watch: DirectoryWatch | None = None
+        try:
+            while True:
+                directories = {path.parent for path in self._router.loaded.files}
+                if watch is None or watch.directories != directories:
+                    if watch is not None:
+                        watch.close()
+                    watch = DirectoryWatch(directories, changed.set)
+                    watch.start()  # without inotify the poll below still sees every change
+                wake = [asyncio.ensure_future(e.wait()) for e in (self._wanted, changed)]
+                await asyncio.wait(wake, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in wake:
+                    waiter.cancel()
+                if changed.is_set():
+                    changed.clear()
+                    await asyncio.sleep(_SETTLE_S)  # let a writer finish before reading
+                if not self._wanted.is_set() and self._current_stamps() == self._stamps:
                     continue
-            self._wanted.clear()
-            await self.reload()
+                self._wanted.clear()
+                await self.reload()
+        finally:
+            if watch is not None:
+                watch.close()
