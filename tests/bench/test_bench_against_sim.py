@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import StartSim
+StartSim = Callable[..., str]
 
 
 def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
