@@ -1,11 +1,15 @@
-"""What happens once per finished request: the access log line and the router's numbers."""
+"""What is recorded about requests: a failed attempt (errors, metrics, breaker) and, once
+per finished request, the access log line and the router's numbers."""
 
 from __future__ import annotations
 
 from llmops.router.accesslog import access_log
+from llmops.router.breaker import record_failure
 from llmops.router.exchange import Exchange
 from llmops.router.metrics import record_exchange
+from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
+from llmops.router.upstream import UpstreamFailure
 
 
 def finish_exchange(router: RouterState, exchange: Exchange, now: float) -> None:
@@ -13,3 +17,14 @@ def finish_exchange(router: RouterState, exchange: Exchange, now: float) -> None
     record_exchange(router, exchange)
     if router.access_formatter is not None:
         access_log.info(router.access_formatter(exchange))
+
+
+def account_failure(
+    router: RouterState, backend: BackendState, failure: UpstreamFailure
+) -> UpstreamFailure:
+    """Count a failed attempt: errors always, the breaker only for the backend's own trouble."""
+    backend.record_error(failure.message)
+    router.metrics.failed(backend, failure.kind)
+    if failure.status >= 500:
+        record_failure(backend, failure.kind, router.config.circuit_breaker, router.events)
+    return failure

@@ -20,20 +20,21 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import istr
 
-from llmops.openai import DONE_EVENT, error_json, sse_event, usage_from_body
-from llmops.router.accounting import finish_exchange
+from llmops.openai import error_json, usage_from_body
+from llmops.router.accounting import account_failure, finish_exchange
 from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
 from llmops.router.balance import pick_backend
-from llmops.router.breaker import record_failure, record_success
+from llmops.router.breaker import record_success
 from llmops.router.exchange import Exchange
 from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
+from llmops.router.relay import relay_stream, response_headers
 from llmops.router.state import RouterState
 from llmops.router.stream_usage import UsageTap, ask_for_usage
 from llmops.router.upstream import (
     RETRYABLE_STATUSES,
     UpstreamFailure,
-    failure_from_exception,
+    classify_failure,
     failure_from_response,
 )
 from llmops.router.upstream_http import (
@@ -255,14 +256,16 @@ async def _attempt(
             payload = await (connection.read_chunk() if streaming else connection.read_body())
             exchange.first_byte_at = watched.last_byte_at = loop_time()
         except (UpstreamError, TimeoutError) as exc:
-            return _failed(router, backend, _failure(exc, watched, target.id, "ttfb"))
+            expired = watched.expired if watched is not None else None
+            failure = classify_failure(exc, expired, target.id, "ttfb")
+            return account_failure(router, backend, failure)
         status = connection.status
         if status >= 400:
             failure = failure_from_response(
                 status, payload, connection.content_type, _header(connection, "retry-after")
             )
             if status in RETRYABLE_STATUSES:
-                return _failed(router, backend, failure)
+                return account_failure(router, backend, failure)
         record_success(backend, router.events)
         if not streaming:
             if exchange.usage_tap is not None and status < 400:
@@ -272,10 +275,10 @@ async def _attempt(
             return web.Response(
                 status=status,
                 body=payload,
-                headers=_response_headers(connection, exchange.request_id),
+                headers=response_headers(connection, exchange.request_id),
             )
         exchange.stream = True
-        return await _relay(request, router, connection, watched, payload, backend, exchange)
+        return await relay_stream(request, router, connection, watched, payload, backend, exchange)
     except asyncio.CancelledError:
         router.cancelled += 1
         raise
@@ -313,148 +316,5 @@ async def _send(
     return connection
 
 
-def _failure(
-    exc: BaseException, watched: WatchedRequest | None, backend_id: str, phase: str
-) -> UpstreamFailure:
-    """Why an attempt failed: the timeout the watchdog enforced, else the error itself."""
-    if watched is not None and watched.expired is not None:
-        return failure_from_exception(TimeoutError(), backend_id, watched.expired)
-    return failure_from_exception(exc, backend_id, phase)
-
-
 def _header(connection: UpstreamConnection, name: str) -> str | None:
     return next((v for k, v in connection.headers if k.lower() == name), None)
-
-
-def _failed(
-    router: RouterState, backend: BackendState, failure: UpstreamFailure
-) -> UpstreamFailure:
-    """Account a failed attempt: errors always, the breaker only for the backend's own trouble."""
-    backend.record_error(failure.message)
-    router.metrics.failed(backend, failure.kind)
-    if failure.status >= 500:
-        record_failure(backend, failure.kind, router.config.circuit_breaker, router.events)
-    return failure
-
-
-def _response_headers(connection: UpstreamConnection, request_id: str) -> list[tuple[str, str]]:
-    return [*connection.headers, ("x-request-id", request_id)]
-
-
-async def _relay(
-    request: web.Request,
-    router: RouterState,
-    connection: UpstreamConnection,
-    watched: WatchedRequest,
-    first_chunk: bytes,
-    backend: BackendState,
-    exchange: Exchange,
-) -> web.StreamResponse:
-    """Send an upstream event stream to the client as it arrives.
-
-    After the response head, each piece of the body the upstream socket delivers is framed
-    and written to the client socket from the upstream's read callback: no task switch, no
-    per-chunk objects. A client that reads slowly pauses the upstream socket (backpressure to
-    the engine). Returns the prepared response in every case; a client that went away is
-    counted as a cancellation and the caller's release of the connection aborts the engine.
-    """
-    response = web.StreamResponse(
-        status=connection.status, headers=_response_headers(connection, exchange.request_id)
-    )
-    try:
-        writer = await response.prepare(request)
-    except ConnectionResetError:
-        return _client_gone(router, exchange, response)
-    transport = request.transport
-    if writer is None or transport is None:
-        return _client_gone(router, exchange, response)
-    chunked = response.headers.get("Transfer-Encoding") == "chunked"  # not for HTTP/1.0
-    sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
-    try:
-        sink(first_chunk)
-        await connection.relay(sink)
-    except UpstreamError as exc:
-        if sink.client_gone:
-            return _client_gone(router, exchange, response)
-        failure = _failure(exc, watched, backend.id, "idle")
-        _failed(router, backend, failure)
-        exchange.error_kind = failure.kind
-        router.stream_errors += 1
-        sink.event(sse_event(failure.body) + DONE_EVENT)
-    if sink.client_gone:
-        return _client_gone(router, exchange, response)
-    tap = exchange.usage_tap
-    if tap is not None:
-        sink.event(tap.flush())
-    try:
-        await response.write_eof()
-    except ConnectionResetError:
-        return _client_gone(router, exchange, response)
-    if tap is not None:
-        exchange.usage = tap.usage
-        auth = request.headers.get("Authorization")
-        await router.limits.record_usage(backend, auth, tap.usage)
-    return response
-
-
-def _client_gone(
-    router: RouterState, exchange: Exchange, response: web.StreamResponse
-) -> web.StreamResponse:
-    router.cancelled += 1
-    exchange.cancelled = True
-    return response
-
-
-_CLIENT_HIGH_WATER_BYTES = 64 * 1024
-_CLIENT_LOW_WATER_BYTES = 16 * 1024
-_DRAIN_POLL_S = 0.01
-
-
-class _ClientSink:
-    """Writes relayed body bytes to the client socket, framed as HTTP/1.1 chunks."""
-
-    __slots__ = ("_chunked", "_connection", "_now", "_tap", "_transport", "_watched", "client_gone")
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        connection: UpstreamConnection,
-        watched: WatchedRequest,
-        tap: UsageTap | None,
-        chunked: bool,
-    ) -> None:
-        self._transport = transport
-        self._connection = connection
-        self._watched = watched
-        self._tap = tap
-        self._chunked = chunked
-        self._now = asyncio.get_running_loop().time
-        self.client_gone = False
-
-    def __call__(self, data: bytes) -> None:
-        self._watched.last_byte_at = self._now()
-        if self._tap is not None:
-            data = self._tap.feed(data)
-        self.event(data)
-
-    def event(self, data: bytes) -> None:
-        if not data or self.client_gone:
-            return
-        transport = self._transport
-        if transport.is_closing():
-            self.client_gone = True
-            self._connection.close()  # stop the engine's work now
-            return
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
-        if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES:
-            self._connection.pause_reading()
-            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._resume_when_drained)
-
-    def _resume_when_drained(self) -> None:
-        if self._transport.is_closing():
-            self.client_gone = True
-            self._connection.close()
-        elif self._transport.get_write_buffer_size() <= _CLIENT_LOW_WATER_BYTES:
-            self._connection.resume_reading()
-        else:
-            asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._resume_when_drained)

@@ -61,3 +61,12 @@ def failure_from_response(
         except ValueError:
             retry_after_s = None
     return UpstreamFailure(f"http_{status}", status, body, content_type, retry_after_s)
+
+
+def classify_failure(
+    exc: BaseException, expired: str | None, backend_id: str, phase: str
+) -> UpstreamFailure:
+    """Why an attempt failed: the timeout the watchdog enforced (``expired``), else ``exc``."""
+    if expired is not None:
+        return failure_from_exception(TimeoutError(), backend_id, expired)
+    return failure_from_exception(exc, backend_id, phase)
