@@ -27,6 +27,12 @@ def response_headers(connection: UpstreamConnection, request_id: str) -> list[tu
     return [*connection.headers, ("x-request-id", request_id)]
 
 
+class _HeadWithBody(web.StreamResponse):
+    """Holds its head until the first body bytes, so that both leave in one write."""
+
+    _send_headers_immediately = False
+
+
 async def relay_stream(
     request: web.Request,
     router: RouterState,
@@ -41,36 +47,25 @@ async def relay_stream(
     A client that went away is counted as a cancellation; the caller's release of the
     connection then aborts the engine's work.
     """
-    response = web.StreamResponse(
+    response = _HeadWithBody(
         status=connection.status, headers=response_headers(connection, exchange.request_id)
     )
-    try:
-        writer = await response.prepare(request)
-    except ConnectionResetError:
-        return _client_gone(router, exchange, response)
-    transport = request.transport
-    if writer is None or transport is None:
-        return _client_gone(router, exchange, response)
-    chunked = response.headers.get("Transfer-Encoding") == "chunked"  # not for HTTP/1.0
-    sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
-    try:
-        sink(first_chunk)
-        await connection.relay(sink)
-    except UpstreamError as exc:
-        if sink.client_gone:
-            return _client_gone(router, exchange, response)
-        failure = classify_failure(exc, watched.expired, backend.id, "idle")
-        account_failure(router, backend, failure)
-        exchange.error_kind = failure.kind
-        router.stream_errors += 1
-        sink.event(sse_event(failure.body) + DONE_EVENT)
-    if sink.client_gone:
-        return _client_gone(router, exchange, response)
     tap = exchange.usage_tap
-    if tap is not None:
-        sink.event(tap.flush())
+    last = first_chunk if tap is None else tap.feed(first_chunk)
     try:
-        await response.write_eof()
+        await response.prepare(request)
+        if not connection.complete:  # more to come: the head and first chunk go out now
+            await response.write(last)
+            chunked = response.headers.get("Transfer-Encoding") == "chunked"  # not HTTP/1.0
+            rest = await _relay_rest(
+                request, router, connection, watched, backend, exchange, chunked
+            )
+            if rest is None:
+                return _client_gone(router, exchange, response)
+            last = rest
+        if tap is not None:
+            last += tap.flush()
+        await response.write_eof(last)  # the last bytes and the end of the stream, together
     except ConnectionResetError:
         return _client_gone(router, exchange, response)
     if tap is not None:
@@ -78,6 +73,34 @@ async def relay_stream(
         auth = request.headers.get("Authorization")
         await router.limits.record_usage(backend, auth, tap.usage)
     return response
+
+
+async def _relay_rest(
+    request: web.Request,
+    router: RouterState,
+    connection: UpstreamConnection,
+    watched: WatchedRequest,
+    backend: BackendState,
+    exchange: Exchange,
+    chunked: bool,
+) -> bytes | None:
+    """Relay the rest of the body; what still has to be sent at the end (an error event if
+    the upstream failed), or None if the client went away."""
+    transport = request.transport
+    if transport is None:
+        return None
+    sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
+    try:
+        await connection.relay(sink)
+    except UpstreamError as exc:
+        if sink.client_gone:
+            return None
+        failure = classify_failure(exc, watched.expired, backend.id, "idle")
+        account_failure(router, backend, failure)
+        exchange.error_kind = failure.kind
+        router.stream_errors += 1
+        return sse_event(failure.body) + DONE_EVENT
+    return None if sink.client_gone else b""
 
 
 def _client_gone(
@@ -118,9 +141,6 @@ class _ClientSink:
         self._watched.last_byte_at = self._now()
         if self._tap is not None:
             data = self._tap.feed(data)
-        self.event(data)
-
-    def event(self, data: bytes) -> None:
         if not data or self.client_gone:
             return
         transport = self._transport

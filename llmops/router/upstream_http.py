@@ -332,6 +332,11 @@ class UpstreamConnection(asyncio.Protocol):
         return b"".join(parts)
 
     @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (and been read)."""
+        return self._body_done and not self._body
+
+    @property
     def reusable(self) -> bool:
         return self._keep_alive and self._body_done and not self._body and not self.closed
 
