@@ -39,11 +39,6 @@ class SSEParser:
         self._buffer = buffer[start:]
         return events
 
-    @property
-    def pending(self) -> bytes:
-        """Bytes of an event that has not been terminated yet."""
-        return self._buffer
-
 
 def _event_data(block: bytes) -> bytes | None:
     lines = [
