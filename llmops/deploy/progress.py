@@ -27,9 +27,9 @@ _STYLES = {
 
 
 def plan_table(plan: Plan) -> Table:
-    table = Table(title=f"deployment {plan.deployment}: {len(plan.instances)} instances")
+    table = Table(title=f"deployment {plan.deployment}: {len(plan.instances)} instances", box=None)
     for column in ("instance", "node", "engine", "gpus", "port", "internal", "spec", "command"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "command")  # only it folds
     for i in plan.instances:
         gpus = ",".join(str(g) for g in i.gpus)
         table.add_row(
