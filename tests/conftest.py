@@ -31,6 +31,23 @@ def require_binary(name: str, *candidates: str) -> str:
     pytest.skip(message)
 
 
+async def leave_streams_midway(
+    url: str, body: dict[str, Any], times: int, after_events: int = 3
+) -> None:
+    """Open ``times`` streams at ``url`` and drop each connection after a few events."""
+    from llmops.openai import SSEParser
+
+    for _ in range(times):
+        async with aiohttp.ClientSession() as client:
+            response = await client.post(f"{url}/v1/chat/completions", json=body)
+            parser, received = SSEParser(), 0
+            async for chunk in response.content.iter_any():
+                received += len(parser.feed(chunk))
+                if received >= after_events:
+                    break
+            response.close()  # drop the connection mid-stream
+
+
 def router_config(
     model_list: list[tuple[str, str]] | list[dict[str, Any]], **sections: Any
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 from llmops.openai import SSEParser
 from llmops.sim import SimOptions, running_sim
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, leave_streams_midway, router_config
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "say something"}], "max_tokens": 8}
 
@@ -276,16 +276,7 @@ async def test_a_client_that_leaves_mid_stream_aborts_the_engine_sequence(
     sim = await start_sim(model="m", itl_ms=20)
     url = await start_router(router_config([("m", sim.url)]))
     request = {**CHAT, "stream": True, "max_tokens": 500, "ignore_eos": True}
-    for _ in range(3):
-        async with aiohttp.ClientSession() as client:
-            response = await client.post(f"{url}/v1/chat/completions", json=request)
-            parser = SSEParser()
-            received = 0
-            async for chunk in response.content.iter_any():
-                received += len(parser.feed(chunk))
-                if received >= 3:
-                    break
-            response.close()  # drop the connection mid-stream
+    await leave_streams_midway(url, request, times=3)
     for _ in range(100):
         stats = await sim_stats(http, sim.url)
         if stats["aborted"] == 3 and stats["running"] == 0:

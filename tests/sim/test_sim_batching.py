@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from llmops.openai import SSEParser
+from tests.conftest import leave_streams_midway
 
 CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "one two three"}]}
 
@@ -142,16 +143,7 @@ async def test_disconnects_mid_stream_count_as_aborts_exactly(
 ) -> None:
     sim = await start_sim(model="m", engine=engine, ttft_ms=5, itl_ms=10)
     body = {**CHAT, "model": "m", "stream": True, "max_tokens": 500, "ignore_eos": True}
-    for _ in range(3):
-        async with aiohttp.ClientSession() as client:
-            response = await client.post(f"{sim.url}/v1/chat/completions", json=body)
-            parser = SSEParser()
-            received = 0
-            async for chunk in response.content.iter_any():
-                received += len(parser.feed(chunk))
-                if received >= 3:
-                    break
-            response.close()  # drop the connection mid-stream
+    await leave_streams_midway(sim.url, body, times=3)
 
     async def all_aborted() -> bool:
         current = await stats(http, sim.url)
