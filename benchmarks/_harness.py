@@ -262,6 +262,21 @@ def start_minimal_proxy(upstream: str) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{port}"
 
 
+#: What each benchmark compares, in the order the runs interleave them.
+TARGETS = ("direct", "minimal aiohttp proxy", "llmops router")
+
+
+def start_target(
+    name: str, upstream: str, model: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The proxy called ``name`` in front of ``upstream`` (none for "direct"), and its URL."""
+    if name == "direct":
+        return None, upstream
+    if name == "minimal aiohttp proxy":
+        return start_minimal_proxy(upstream)
+    return start_llmops_router(upstream, model, workdir)
+
+
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the ``## title`` section of BENCHMARKS.md."""
     path = ROOT / "BENCHMARKS.md"

@@ -24,12 +24,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import (
+    TARGETS,
     cpu_seconds,
     free_port,
     median,
     pinned,
     start_llmops_router,
-    start_minimal_proxy,
+    start_target,
     wait_port,
     write_section,
 )
@@ -99,21 +100,11 @@ def rss_bytes(pid: int) -> int:
 
 def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, float]]]:
     sim, sim_url = start_sim(args.itl_ms, args.streams * 2)
-    results: dict[str, list[dict[str, float]]] = {
-        "direct": [],
-        "minimal aiohttp proxy": [],
-        "llmops router": [],
-    }
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in TARGETS}
     try:
         for run in range(args.runs):
             for name in results:
-                proxy = None
-                if name == "direct":
-                    url = sim_url
-                elif name.startswith("minimal"):
-                    proxy, url = start_minimal_proxy(sim_url)
-                else:
-                    proxy, url = start_llmops_router(sim_url, MODEL, workdir)
+                proxy, url = start_target(name, sim_url, MODEL, workdir)
                 time.sleep(0.5)
                 try:
                     quiet_ttft = quiet_ttft_ms(url)

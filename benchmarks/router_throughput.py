@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import (
     CHAT_BODY,
     MODEL,
+    TARGETS,
     Nginx,
     cpu_seconds,
     median,
-    start_llmops_router,
-    start_minimal_proxy,
+    start_target,
     write_section,
     wrk,
 )
@@ -64,25 +64,13 @@ def main() -> None:
 
     nginx = Nginx(cpu=0)
     workdir = Path(tempfile.mkdtemp(prefix="llmops-bench-"))
-    results: dict[str, list[dict[str, float]]] = {
-        "direct": [],
-        "minimal aiohttp proxy": [],
-        "llmops router": [],
-    }
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in TARGETS}
     try:
         for run in range(args.runs):
             for name in results:
-                process = None
-                if name == "direct":
-                    url, pid = nginx.url, None
-                else:
-                    process, url = (
-                        start_minimal_proxy(nginx.url)
-                        if name.startswith("minimal")
-                        else start_llmops_router(nginx.url, MODEL, workdir)
-                    )
-                    pid = process.pid
-                    time.sleep(0.5)
+                process, url = start_target(name, nginx.url, MODEL, workdir)
+                pid = process.pid if process is not None else None
+                time.sleep(0.5)
                 try:
                     results[name].append(measure(url, pid, args.seconds))
                 finally:
