@@ -142,7 +142,7 @@ class CircuitBreakerConfig:
     cooldown: float = field(default=30.0, metadata={"check": positive})  # seconds before a trial
 
 
-def _api_base(value: str) -> str | None:
+def _http_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL"
@@ -151,6 +151,14 @@ def _api_base(value: str) -> str | None:
     except ValueError:
         return "has a bad port"
     return None
+
+
+def _api_base(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        # It would show in /status, metrics and logs; credentials belong in api_key.
+        return "must not hold credentials (user:password@); put the key in api_key"
+    return _http_url(value)
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,7 @@ NotifyKind = Literal[EventKind, "report"]
 class WebhookConfig:
     """Where fleet events are posted; the URL may hold a token (``${env:...}``), never logged."""
 
-    url: str = field(repr=False, metadata={"check": _api_base})
+    url: str = field(repr=False, metadata={"check": _http_url})
     format: WebhookFormat = "generic"
     events: tuple[NotifyKind, ...] = get_args(NotifyKind)
     # Seconds during which repeats of one (backend, kind) are folded into a summary.

@@ -153,6 +153,20 @@ def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
         load_router_config(config)
 
 
+def test_credentials_in_an_api_base_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "router.yaml",
+        "model_list:\n  - model_name: m\n    litellm_params: {api_base: 'http://bob:hunter2@h:1/v1'}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_router_config(config)
+    assert caught.value.problems == [
+        "model_list[0].litellm_params.api_base: must not hold credentials (user:password@); "
+        "put the key in api_key"
+    ]
+    assert "hunter2" not in str(caught.value)
+
+
 def test_duplicate_backends_get_distinct_ids(tmp_path: Path) -> None:
     entry = "  - model_name: m\n    litellm_params: {api_base: 'http://h:1/v1'}\n"
     config = write(tmp_path / "router.yaml", "model_list:\n" + entry * 2)
