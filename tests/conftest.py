@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,29 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from llmops.router.app import router_url, running_router
 from llmops.sim import SimOptions, running_sim
 
 StartSim = Callable[..., Awaitable[Any]]
 StartRouter = Callable[..., Awaitable[str]]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None, **runner_options: Any
+) -> AsyncIterator[str]:
+    """Serve a test-local aiohttp ``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        scheme = "https" if ssl_context is not None else "http"
+        yield f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def require_binary(name: str, *candidates: str) -> str:

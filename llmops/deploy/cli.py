@@ -7,6 +7,7 @@ commands so ``llmops --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,26 @@ def _finish(result: RunResult, console: Console, verb: str) -> None:
         raise DeployFailed(f"{verb}: {failed} of {len(result.outcomes)} instances failed")
 
 
+def _run_with_progress(
+    spec_path: Path,
+    insecure: bool,
+    instances: list[str],
+    verb: str,
+    action: Callable[[Deployer], Awaitable[RunResult]],
+) -> None:
+    """Run one change of the deployment with a live progress table, then report and exit."""
+    from llmops.deploy.progress import Progress
+
+    async def work(deployer: Deployer, console: Console) -> RunResult:
+        placed = await deployer.plan()
+        with Progress(console, placed.select(instances)) as progress:
+            deployer.report = progress
+            return await action(deployer)
+
+    result, console = _run(spec_path, insecure, work)
+    _finish(result, console, verb)
+
+
 @app.command()
 def plan(spec: Path = SPEC, insecure_host_keys: bool = INSECURE) -> None:
     """Print where each instance would run and its exact command line; changes nothing.
@@ -142,16 +163,8 @@ def up(
 
     Example: llmops deploy up nodes.yaml
     """
-    from llmops.deploy.progress import Progress
-
-    async def work(deployer: Deployer, console: Console) -> RunResult:
-        placed = await deployer.plan()
-        with Progress(console, placed.select(instances or [])) as progress:
-            deployer.report = progress
-            return await deployer.up(instances or [])
-
-    result, console = _run(spec, insecure_host_keys, work)
-    _finish(result, console, "up")
+    names = instances or []
+    _run_with_progress(spec, insecure_host_keys, names, "up", lambda d: d.up(names))
 
 
 @app.command()
@@ -215,16 +228,8 @@ def stop(
 
     Example: llmops deploy stop nodes.yaml qwen3-30b-10.0.0.1-0
     """
-    from llmops.deploy.progress import Progress
-
-    async def work(deployer: Deployer, console: Console) -> RunResult:
-        placed = await deployer.plan()
-        with Progress(console, placed.select(instances or [])) as progress:
-            deployer.report = progress
-            return await deployer.stop(instances or [])
-
-    result, console = _run(spec, insecure_host_keys, work)
-    _finish(result, console, "stop")
+    names = instances or []
+    _run_with_progress(spec, insecure_host_keys, names, "stop", lambda d: d.stop(names))
 
 
 @app.command()
@@ -286,18 +291,14 @@ def restart(
 
     Example: llmops deploy restart nodes.yaml --rolling --router-url http://10.0.0.9:8000
     """
-    from llmops.deploy.progress import Progress
+    names = instances or []
 
-    async def work(deployer: Deployer, console: Console) -> RunResult:
-        placed = await deployer.plan()
-        with Progress(console, placed.select(instances or [])) as progress:
-            deployer.report = progress
-            if router_url is None:
-                return await deployer.restart(instances or [], rolling=rolling)
-            from llmops.deploy.router_admin import RouterAdmin
+    async def restart_all(deployer: Deployer) -> RunResult:
+        if router_url is None:
+            return await deployer.restart(names, rolling=rolling)
+        from llmops.deploy.router_admin import RouterAdmin
 
-            async with RouterAdmin(router_url, router_token) as admin:
-                return await deployer.restart(instances or [], rolling=True, drain=admin)
+        async with RouterAdmin(router_url, router_token) as admin:
+            return await deployer.restart(names, rolling=True, drain=admin)
 
-    result, console = _run(spec, insecure_host_keys, work)
-    _finish(result, console, "restart")
+    _run_with_progress(spec, insecure_host_keys, names, "restart", restart_all)

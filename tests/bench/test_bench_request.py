@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from llmops.bench.request import send_request
+from tests.conftest import serving
 
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"w "}}]}\n\n'
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
@@ -63,15 +64,8 @@ async def sse_url() -> AsyncIterator[str]:
     app.router.add_post("/limited", limited)
     app.router.add_post("/whole", whole)
     app.router.add_post("/sse/{name}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def _send(url: str, stream: bool = True):  # type: ignore[no-untyped-def]

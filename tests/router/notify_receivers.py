@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.conftest import serving
+
 # Webhook URLs carry tokens in the path and the query, like Slack's and WeCom's do.
 TOKEN_PATH = "/hook/T0KEN-IN-PATH"
 TOKEN_QUERY = "key=T0KEN-IN-QUERY"
@@ -73,13 +75,8 @@ async def started_receiver(stack: contextlib.AsyncExitStack, **settings: Any) ->
     receiver = Receiver(**settings)
     app = web.Application()
     app.router.add_post(TOKEN_PATH, receiver.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    receiver.url = f"http://127.0.0.1:{port}{TOKEN_PATH}?{TOKEN_QUERY}"
+    base = await stack.enter_async_context(serving(app, shutdown_timeout=0.5))
+    receiver.url = f"{base}{TOKEN_PATH}?{TOKEN_QUERY}"
     return receiver
 
 

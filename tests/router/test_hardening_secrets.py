@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from llmops.config import load_router_config
 from llmops.config.secrets_check import inline_secret_paths, secrets_warnings
 from llmops.router.cli import app as router_cli
-from tests.conftest import StartRouter, StartSim
+from tests.conftest import StartRouter, StartSim, serving
 
 BACKEND_KEY = "sk-backend-SECRET-d41d8cd9"
 USER_TOKEN = "tok-user-SECRET-8f00b204"
@@ -46,12 +46,8 @@ async def webhook_bodies() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     hook = web.Application()
     hook.router.add_post("/hook", receive)
-    runner = web.AppRunner(hook, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", bodies
-    await runner.cleanup()
+    async with serving(hook) as url:
+        yield f"{url}/hook", bodies
 
 
 async def test_no_secret_reaches_any_output(
@@ -227,12 +223,8 @@ async def test_inbound_tokens_never_reach_a_backend(
     backend.router.add_post("/v1/chat/completions", record)
     backend.router.add_get("/v1/models", models)
     backend.router.add_get("/health", models)
-    runner = web.AppRunner(backend, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    async with serving(backend) as backend_url:
+        base = f"{backend_url}/v1"
         url = await start_router(
             {
                 "auth": {"tokens": [USER_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
@@ -250,8 +242,6 @@ async def test_inbound_tokens_never_reach_a_backend(
                     headers={"Authorization": f"Bearer {token}", "Proxy-Authorization": token},
                 ) as response:
                     assert response.status == 200
-    finally:
-        await runner.cleanup()
     assert len(seen) == 4
     for headers, model in zip(seen, ("m", "m", "k", "k"), strict=True):
         assert leaks(str({k: v for k, v in headers.items() if k != "Authorization"})) == []

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,7 +27,7 @@ from llmops.sim import SimOptions
 from llmops.sim.engine import Engine
 from llmops.sim.faults import Faults
 from llmops.sim.handlers import SimState, build_app
-from tests.conftest import StartRouter
+from tests.conftest import StartRouter, serving
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -115,21 +114,15 @@ async def https_sim(pki: Pki, **options: object) -> AsyncIterator[tuple[str, Sim
     state = SimState(sim_options, engine, faults)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.cert, pki.key)
-    runner = web.AppRunner(
-        build_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=1
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
+    async with serving(
+        build_app(state), context, handler_cancellation=True, shutdown_timeout=1
+    ) as url:
         engine.start()
         try:
-            yield f"https://127.0.0.1:{runner.addresses[0][1]}", state
+            yield url, state
         finally:
             faults.close()
             await engine.close()
-    finally:
-        await runner.cleanup()
 
 
 def client_context(pki: Pki) -> ssl.SSLContext:

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 from llmops.openai import SSEParser
 from llmops.sim import SimOptions, running_sim
-from tests.conftest import StartRouter, StartSim, leave_streams_midway, router_config
+from tests.conftest import StartRouter, StartSim, leave_streams_midway, router_config, serving
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "say something"}], "max_tokens": 8}
 
@@ -150,16 +150,11 @@ async def test_tokens_are_checked_and_replaced_by_the_backend_key(
 
     app = web.Application()
     app.router.add_post("/v1/{tail:.*}", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as backend:
         entry = {
             "model_name": "m",
             "litellm_params": {
-                "api_base": f"http://127.0.0.1:{port}/v1",
+                "api_base": f"{backend}/v1",
                 "api_key": "backend-key",
                 "model": "openai/real-name",
             },
@@ -187,13 +182,11 @@ async def test_tokens_are_checked_and_replaced_by_the_backend_key(
             assert response.status == 200
             echoed = await response.json()
             assert response.headers["x-request-id"]
-    finally:
-        await runner.cleanup()
     assert len(seen) == 1
     headers = seen[0]
     assert headers["Authorization"] == "Bearer backend-key"
     assert headers["X-Custom"] == "kept"
-    assert headers["Host"] == f"127.0.0.1:{port}"
+    assert headers["Host"] == backend.removeprefix("http://")
     assert headers["x-request-id"]
     assert echoed["path"] == "/v1/chat/completions?x=1"
     assert echoed["echo"]["model"] == "real-name"  # aliased to the name the engine serves

@@ -14,7 +14,7 @@ from aiohttp import web
 from llmops.config.router import LitellmParams, ModelEntry, resolve_backends
 from llmops.router.pool import PoolSnapshot, build_snapshot
 from llmops.router.scrape import EngineScraper, parse_engine_load
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, router_config, serving
 
 VLLM_TWO_ENGINES = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -103,15 +103,8 @@ async def no_metrics_server() -> AsyncIterator[tuple[str, list[float]]]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", asked
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, asked
 
 
 async def test_backends_without_metrics_are_asked_less_and_less(
