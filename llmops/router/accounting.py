@@ -14,6 +14,8 @@ from llmops.router.upstream import UpstreamFailure
 
 def finish_exchange(router: RouterState, exchange: Exchange, now: float) -> None:
     exchange.finished_at = now
+    if exchange.cancelled:
+        router.cancelled += 1
     record_exchange(router, exchange)
     if router.access_formatter is not None:
         access_log.info(router.access_formatter(exchange))

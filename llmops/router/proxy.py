@@ -279,9 +279,6 @@ async def _attempt(
             )
         exchange.stream = True
         return await relay_stream(request, router, connection, watched, payload, backend, exchange)
-    except asyncio.CancelledError:
-        router.cancelled += 1
-        raise
     finally:
         backend.in_flight -= 1
         if watched is not None:

@@ -61,13 +61,13 @@ async def relay_stream(
                 request, router, connection, watched, backend, exchange, chunked
             )
             if rest is None:
-                return _client_gone(router, exchange, response)
+                return _client_gone(exchange, response)
             last = rest
         if tap is not None:
             last += tap.flush()
         await response.write_eof(last)  # the last bytes and the end of the stream, together
     except ConnectionResetError:
-        return _client_gone(router, exchange, response)
+        return _client_gone(exchange, response)
     if tap is not None:
         exchange.usage = tap.usage
         auth = request.headers.get("Authorization")
@@ -103,11 +103,8 @@ async def _relay_rest(
     return None if sink.client_gone else b""
 
 
-def _client_gone(
-    router: RouterState, exchange: Exchange, response: web.StreamResponse
-) -> web.StreamResponse:
-    router.cancelled += 1
-    exchange.cancelled = True
+def _client_gone(exchange: Exchange, response: web.StreamResponse) -> web.StreamResponse:
+    exchange.cancelled = True  # counted once, when the exchange is finished
     return response
 
 

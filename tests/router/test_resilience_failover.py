@@ -118,6 +118,8 @@ async def test_a_client_that_leaves_a_non_streaming_request_aborts_it(
         await asyncio.sleep(0.05)
     assert current["aborted"] == 2
     assert current["running"] == 0
+    async with http.get(f"{url}/metrics") as response:
+        assert "llmops_router_cancellations_total 2.0" in await response.text()
 
 
 async def test_idle_and_total_timeouts_end_streams_with_distinct_errors(

@@ -282,6 +282,8 @@ async def test_a_client_that_leaves_mid_stream_aborts_the_engine_sequence(
     assert re.search(
         r'vllm:request_success_total\{[^}]*finished_reason="abort"[^}]*\} 3\.0', metrics
     )
+    async with http.get(f"{url}/metrics") as response:
+        assert "llmops_router_cancellations_total 3.0" in await response.text()
 
 
 async def test_time_to_first_byte_through_the_router_matches_direct(
