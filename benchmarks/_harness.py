@@ -46,19 +46,15 @@ RESPONSE_BODY = json.dumps(
 
 
 def sse_body(chunks: int) -> str:
+    """A chat stream of ``chunks`` content events, a usage event and ``[DONE]``."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": MODEL}
     events = [
-        "data: "
-        + json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "model": MODEL,
-                "choices": [{"index": 0, "delta": {"content": f"t{i} "}}],
-            }
-        )
-        for i in range(chunks)
+        {**chunk, "choices": [{"index": 0, "delta": {"content": f"t{i} "}}]} for i in range(chunks)
     ]
-    return "\n\n".join(events) + "\n\ndata: [DONE]\n\n"
+    events.append(
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 16, "completion_tokens": chunks}}
+    )
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
 def free_port() -> int:
@@ -87,9 +83,12 @@ def wait_port(port: int, timeout_s: float = 15.0) -> None:
 
 
 class Nginx:
-    """A static OpenAI-shaped backend: JSON answers, a 64-chunk SSE body, health and models."""
+    """A static OpenAI-shaped backend: JSON answers, an SSE body (for requests with an
+    ``X-Bench-Stream`` header, or all of them with ``always_stream``), health and models."""
 
-    def __init__(self, cpu: int = 0, sse_chunks: int = 64) -> None:
+    def __init__(
+        self, cpu: int | None = 0, sse_chunks: int = 64, always_stream: bool = False
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="llmops-bench-nginx-"))
         models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
@@ -115,7 +114,7 @@ http {{
     location = /health {{ return 200 ""; }}
     location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
     location = /v1/chat/completions {{
-      if ($http_x_bench_stream) {{ rewrite ^ /stream last; }}
+      {"rewrite ^ /stream last;" if always_stream else "if ($http_x_bench_stream) { rewrite ^ /stream last; }"}
       default_type application/json;
       return 200 '{RESPONSE_BODY}';
     }}
@@ -123,9 +122,9 @@ http {{
   }}
 }}
 """)
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self.process = subprocess.Popen(
-            ["taskset", "-c", str(cpu), need("nginx"), "-c", str(conf), "-p", str(self.dir)],
-            stderr=subprocess.DEVNULL,
+            [*pin, need("nginx"), "-c", str(conf), "-p", str(self.dir)], stderr=subprocess.DEVNULL
         )
         wait_port(self.port)
 

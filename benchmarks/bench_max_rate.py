@@ -26,8 +26,6 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,61 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import Nginx
+
 MODEL = "bench-model"
 RATES = (500, 1000, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 8000)
 MAX_LAG_P99_MS = 100.0
 MIN_RATE_SHARE = 0.95
-
-
-def sse_body() -> str:
-    chunk = {"id": "c", "object": "chat.completion.chunk", "model": MODEL}
-    events = [
-        {**chunk, "choices": [{"index": 0, "delta": {"content": f"t{i} "}}]} for i in range(8)
-    ]
-    events.append({**chunk, "choices": [], "usage": {"prompt_tokens": 16, "completion_tokens": 8}})
-    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-
-
-class Nginx:
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.dir = Path(tempfile.mkdtemp(prefix="llmops-bench-rate-"))
-        body = sse_body().replace("\\", "\\\\").replace("'", "\\'")
-        (self.dir / "nginx.conf").write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 65536; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir}/body;
-  keepalive_requests 10000000;
-  server {{
-    listen 127.0.0.1:{self.port} backlog=4096;
-    location = /v1/chat/completions {{ default_type text/event-stream; return 200 '{body}'; }}
-  }}
-}}
-""")
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = subprocess.Popen(
-            [nginx, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        sys.exit("nginx did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the baseline: one process, one asyncio loop (vLLM's design) ----------------------------
@@ -234,7 +184,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each rate step")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    nginx = Nginx()
+    nginx = Nginx(cpu=None, sse_chunks=8, always_stream=True)
     url = f"http://127.0.0.1:{nginx.port}/v1/chat/completions"
     best: dict[str, list[float]] = {"llmops": [], "baseline": []}
     peak: dict[str, list[float]] = {"llmops": [], "baseline": []}
