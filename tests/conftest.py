@@ -8,7 +8,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import pytest
@@ -38,15 +38,19 @@ async def serving(
         await runner.cleanup()
 
 
+def missing_part(message: str) -> NoReturn:
+    """A real part the test needs is not there: a failure under CI, a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """The path of an external program the test needs; under CI its absence is a failure."""
     for candidate in (*candidates, shutil.which(name)):
         if candidate and os.path.exists(candidate):
             return candidate
-    message = f"{name} is not installed (scripts/test installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_part(f"{name} is not installed (scripts/test installs it)")
 
 
 async def leave_streams_midway(

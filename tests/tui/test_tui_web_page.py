@@ -13,10 +13,9 @@ import shutil
 import struct
 from pathlib import Path
 
-import pytest
 from tui_recorded_router import DASHBOARD_HTML, RecordedRouter
 
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, require_binary, router_config
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -33,12 +32,7 @@ CHROMIUM_FLAGS = (
 
 
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
-    return path
+    return require_binary("chromium", shutil.which("chromium-browser") or "")
 
 
 async def run_chromium(tmp_path: Path, url: str, *output: str) -> str:
