@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +23,8 @@ HEALTH_INTERVAL_S = 0.25
 
 
 @contextlib.asynccontextmanager
-async def workers_router(config: Path, workers: int) -> AsyncIterator[str]:
+async def workers_router(config: Path, workers: int) -> AsyncIterator[tuple[str, list[int]]]:
+    """The supervisor in a child process; yields the router's URL and its workers' pids."""
     process = subprocess.Popen(
         [sys.executable, "-m", "llmops", "router", "serve", "--config", str(config), "--port", "0",
          "--workers", str(workers), "--log-level", "warning"],
@@ -32,7 +35,8 @@ async def workers_router(config: Path, workers: int) -> AsyncIterator[str]:
         assert process.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
         assert f"with {workers} workers" in line, line
-        yield line.split(" on ", 1)[1].split(" ", 1)[0]
+        pids = [int(pid) for pid in re.findall(r"\d+", line.rsplit("(pids", 1)[1])]
+        yield line.split(" on ", 1)[1].split(" ", 1)[0], pids
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 0
     finally:
@@ -68,7 +72,7 @@ async def test_two_workers_answer_as_one_router(
     config.write_text(
         yaml.safe_dump(router_config([("m", a.url), ("m", b.url)], health_check=health))
     )
-    async with workers_router(config, 2) as url:
+    async with workers_router(config, 2) as (url, _pids):
         statuses = await asyncio.gather(*(fresh_post(url, CHAT) for _ in range(40)))
         assert statuses == [200] * 40
 
@@ -118,8 +122,28 @@ async def test_without_redis_each_worker_enforces_its_share_of_a_limit(
     config = tmp_path / "router.yaml"
     entry = {"model_name": "m", "litellm_params": {"api_base": f"{sim.url}/v1", "rpm_limit": 10}}
     config.write_text(yaml.safe_dump(router_config([entry], limits={"wait_s": 0})))
-    async with workers_router(config, 2) as url:
+    async with workers_router(config, 2) as (url, _pids):
         statuses = await asyncio.gather(*(fresh_post(url, CHAT) for _ in range(40)))
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) <= 10  # two workers, 5 each: the limit holds for the router
     assert statuses.count(200) >= 6
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(
+    start_sim: StartSim, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    sim = await start_sim(model="m")
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(router_config([("m", sim.url)])))
+    async with workers_router(config, 2) as (url, pids):
+        os.kill(pids[1], signal.SIGKILL)
+        statuses = await asyncio.gather(*(fresh_post(url, CHAT) for _ in range(30)))
+        assert statuses == [200] * 30  # the surviving worker took them meanwhile
+        for _ in range(100):  # the supervisor starts a new worker 1
+            async with http.get(f"{url}/status") as response:
+                status = await response.json()
+            if status["router"]["workers"] == 2 and status["totals"]["requests"] >= 30:
+                break
+            await asyncio.sleep(0.1)
+        assert status["router"]["workers"] == 2
