@@ -26,6 +26,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has an empty command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return bool(cmdline.read())
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_demo_serves_three_backends_and_leaves_nothing_behind(stop_signal: int) -> None:
     demo = subprocess.Popen(
@@ -69,6 +78,35 @@ async def test_demo_serves_three_backends_and_leaves_nothing_behind(stop_signal:
         assert "Traceback" not in banner + rest
         for child in children:
             assert not os.path.exists(f"/proc/{child}")  # stopped and reaped by the demo
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+
+
+def test_a_demo_killed_outright_takes_its_children_with_it() -> None:
+    """SIGKILL gives the demo no chance to clean up: the kernel tells the children instead."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "llmops", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "Ctrl-C" not in demo.stdout.readline():
+            pass
+        children = children_of(demo.pid)
+        assert len(children) == 4
+        demo.kill()
+        demo.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(map(running, children)):
+            time.sleep(0.1)
+        assert [c for c in children if running(c)] == []
     finally:
         if demo.poll() is None:
             demo.kill()
