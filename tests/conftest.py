@@ -38,6 +38,15 @@ async def serving(
         await runner.cleanup()
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has an empty command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return bool(cmdline.read())
+    except OSError:
+        return False
+
+
 def missing_part(message: str) -> NoReturn:
     """A real part the test needs is not there: a failure under CI, a skip elsewhere."""
     if os.environ.get("CI") == "true":

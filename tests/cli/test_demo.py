@@ -12,6 +12,8 @@ import time
 import aiohttp
 import pytest
 
+from tests.conftest import running
+
 
 def children_of(pid: int) -> list[int]:
     found = []
@@ -24,15 +26,6 @@ def children_of(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie has an empty command line)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return bool(cmdline.read())
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
