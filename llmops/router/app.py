@@ -33,6 +33,7 @@ from llmops.router.guard import (
     protocol_options,
 )
 from llmops.router.health import admit_new_backends, run_health_checks
+from llmops.router.loop import settle_collector
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
 from llmops.router.proxy import json_error, proxy_request
@@ -57,10 +58,7 @@ def build_app(
     loaded: LoadedConfig, config_path: Path, role: WorkerRole | None = None
 ) -> web.Application:
     """The application for ``loaded``; the HTTP client and background tasks start with it."""
-    app = web.Application(
-        client_max_size=loaded.config.server.max_body_bytes,
-        middlewares=[_openai_errors],
-    )
+    app = web.Application(client_max_size=loaded.config.server.max_body_bytes)
     if role is not None:
         app[ROLE] = role
     app.cleanup_ctx.append(_router_lifetime(loaded, config_path, role))
@@ -123,22 +121,6 @@ def _router_lifetime(
         await session.close()
 
     return lifetime
-
-
-@web.middleware
-async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """aiohttp's own errors (unknown path, wrong method) as OpenAI-shaped JSON."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return json_error(
-            exc.status,
-            exc.reason,
-            None,
-            {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
-        )
 
 
 def _inference(handler: _Handler) -> _Handler:
@@ -366,6 +348,7 @@ async def serve(
     async with running_router(config_path, host, port, role) as runner:
         router = runner.app[ROUTER]
         loop.add_signal_handler(signal.SIGHUP, runner.app[WATCHER].request_reload)
+        settle_collector()
         print(
             f"llmops router: serving {len(router.snapshot.models)} model(s), "
             f"{len(router.snapshot.states)} backend(s) on {router_url(runner)}",

@@ -41,6 +41,7 @@ BUSY_RESPONSE = (
 _REFUSAL_WAIT_S = 1.0  # for the refused client's request head, so it reads the 503
 _MAX_HEAD_BYTES = 65536
 _STATUSES = frozenset(HTTPStatus)
+_ROUTING_STATUSES = frozenset({404, 405})
 _LINGER_S = 2.0  # reading (and dropping) an unread body after an early answer
 
 
@@ -163,6 +164,18 @@ def _json_answer(status: int, detail: str | None) -> web.Response:
     return response
 
 
+def _routing_answer(exc: web.HTTPException) -> web.Response:
+    """aiohttp's URL dispatcher found no such path (404) or method (405): answered like
+    the router's own errors, and the connection stays open."""
+    allow = exc.headers.get("Allow")
+    return web.Response(
+        status=exc.status,
+        body=error_json(exc.status, exc.reason, None),
+        content_type="application/json",
+        headers={"Allow": allow} if allow is not None else None,
+    )
+
+
 class _GuardedHandler(RequestHandler):
     """aiohttp's request handler with a deadline for each request head, and with the answers
     aiohttp makes itself (a head it cannot parse, bad body framing, an unknown ``Expect``)
@@ -238,10 +251,14 @@ class _GuardedHandler(RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
         # The router's handlers answer with Response objects; an HTTPException here comes
-        # from aiohttp itself (its Expect handling runs before any middleware). Not a
-        # coroutine itself: the base's is returned as it is, no extra frame per response.
+        # from aiohttp itself: its URL dispatcher (no middleware in between, none costs
+        # every request a frame) or its Expect handling. Not a coroutine itself: the
+        # base's is returned as it is, no extra frame per response.
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
-            resp = _json_answer(resp.status, resp.text)
+            if resp.status in _ROUTING_STATUSES:
+                resp = _routing_answer(resp)
+            else:
+                resp = _json_answer(resp.status, resp.text)
         return super().finish_response(request, resp, start_time)
 
 
