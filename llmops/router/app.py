@@ -26,19 +26,17 @@ from llmops.router.cluster import (
     merge_metrics,
     merge_status,
 )
-from llmops.router.guard import (
-    GuardedSite,
-    admin_refusal,
-    escapes_api_root,
-    protocol_options,
-)
+from llmops.router.fastlane import FastLane
+from llmops.router.guard import admin_refusal, escapes_api_root, protocol_options
 from llmops.router.health import admit_new_backends, run_health_checks
+from llmops.router.inbound import HeadLimits, Inbound, Reply, Streamed
 from llmops.router.loop import settle_collector
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
-from llmops.router.proxy import json_error, proxy_request
+from llmops.router.proxy import aiohttp_response, json_error, proxy_request, read_body
 from llmops.router.reload import ConfigWatcher
 from llmops.router.scrape import EngineScraper
+from llmops.router.server import GuardedSite
 from llmops.router.state import RouterState
 from llmops.router.status import build_status
 from llmops.router.tls import server_ssl_context, tls_warnings, upstream_ssl_context
@@ -156,9 +154,46 @@ def _admin(handler: _Handler, query_token: bool = False) -> _Handler:
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
+    """An inference request the fast lane did not take, through aiohttp's side."""
     if escapes_api_root(request.raw_path):
         return json_error(400, "the path must not contain . or .. segments", "invalid_path")
-    return await proxy_request(request, request.app[ROUTER])
+    router = request.app[ROUTER]
+    body = await read_body(request, router.config.server.body_timeout)
+    transport = request.transport
+    if isinstance(body, Reply) or transport is None:
+        return aiohttp_response(body) if isinstance(body, Reply) else web.Response(status=499)
+    inbound = Inbound(
+        request.method,
+        request.rel_url.raw_path_qs,
+        request.path,
+        request.headers,
+        body,
+        request.keep_alive,
+        request.version >= (1, 1),
+        transport,
+        request.get(ALLOWED_MODELS, EVERY_MODEL),
+    )
+    answer = await proxy_request(inbound, router)
+    return aiohttp_response(answer) if isinstance(answer, Reply) else _AlreadySent(answer)
+
+
+class _AlreadySent(web.StreamResponse):
+    """A stream the data path wrote to the socket itself: aiohttp sends nothing more and
+    learns whether the connection goes on."""
+
+    def __init__(self, answer: Streamed) -> None:
+        super().__init__(status=answer.status)
+        self._goes_on = not answer.close
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._goes_on
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
@@ -313,6 +348,10 @@ async def running_router(
         bind_port,
         max_connections=server.max_connections,
         header_timeout_s=server.header_timeout,
+        lane=FastLane(
+            app[ROUTER],
+            HeadLimits(server.max_header_bytes, server.max_headers, server.max_body_bytes),
+        ),
         ssl_context=ssl_context,
         backlog=4096,
         reuse_port=role is not None,

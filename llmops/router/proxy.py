@@ -18,14 +18,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from multidict import istr
 
 from llmops.openai import error_json, usage_from_body
 from llmops.router.accounting import account_failure, finish_exchange
-from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_success
 from llmops.router.exchange import Exchange
+from llmops.router.inbound import Answer, Inbound, Reply
 from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
 from llmops.router.relay import relay_stream, response_headers
@@ -48,7 +47,6 @@ from llmops.router.upstream_http import (
 from llmops.router.watchdog import WatchedRequest
 
 _DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id", "content-encoding"}
-_REQUEST_ID = istr("x-request-id")
 # Request ids: unique per process start, then a counter (uuid4 costs a syscall each time).
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_counter = itertools.count(1)
@@ -60,18 +58,29 @@ def _next_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_counter):010x}"
 
 
+def error_reply(
+    status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> Reply:
+    """An OpenAI-shaped error; ``Connection: close`` among ``headers`` closes the connection."""
+    fields = [("Content-Type", "application/json"), *(headers or {}).items()]
+    close = (headers or {}).get("Connection") == "close"
+    return Reply(status, fields, error_json(status, message, code), close)
+
+
+def aiohttp_response(reply: Reply) -> web.Response:
+    response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+    if reply.close:
+        response.force_close()
+    return response
+
+
 def json_error(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        status=status,
-        body=error_json(status, message, code),
-        content_type="application/json",
-        headers=headers,
-    )
+    return aiohttp_response(error_reply(status, message, code, headers))
 
 
-async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes | web.Response:
+async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes | Reply:
     """The request body, or an error response if it is too large or too slow to arrive."""
     try:
         if timeout_s is None or request.content.is_eof():  # all of it is in: no timer needed
@@ -80,57 +89,54 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
             return await request.read()
     except TimeoutError:
         message = f"request body not received within {timeout_s:g} s"
-        return json_error(408, message, "body_timeout", {"Connection": "close"})
+        return error_reply(408, message, "body_timeout", {"Connection": "close"})
     except RequestPayloadError as exc:  # bad chunked framing or content encoding
         message = f"request body cannot be read: {exc.__cause__ or exc}"
-        return json_error(400, message, "invalid_body", {"Connection": "close"})
+        return error_reply(400, message, "invalid_body", {"Connection": "close"})
     except web.HTTPRequestEntityTooLarge:
-        return json_error(
+        return error_reply(
             413,
             f"request body too large: limit is {request.client_max_size} bytes",
             "body_too_large",
         )
 
 
-def parse_request(body: bytes) -> tuple[dict[str, Any], str] | web.Response:
+def parse_request(body: bytes) -> tuple[dict[str, Any], str] | Reply:
     """The parsed JSON object and its ``model``, or a 400 saying what is wrong."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return json_error(400, f"request body is not valid JSON: {exc}", "invalid_json")
+        return error_reply(400, f"request body is not valid JSON: {exc}", "invalid_json")
     if not isinstance(parsed, dict):
-        return json_error(400, "request body must be a JSON object", "invalid_json")
+        return error_reply(400, "request body must be a JSON object", "invalid_json")
     model = parsed.get("model")
     if model is None:
-        return json_error(400, "you must provide a model parameter", "missing_model")
+        return error_reply(400, "you must provide a model parameter", "missing_model")
     if not isinstance(model, str) or not model:
-        return json_error(400, "model must be a non-empty string", "invalid_model")
+        return error_reply(400, "model must be a non-empty string", "invalid_model")
     return parsed, model
 
 
-async def proxy_request(request: web.Request, router: RouterState) -> web.StreamResponse:
+async def proxy_request(inbound: Inbound, router: RouterState) -> Answer:
     """Forward one OpenAI API request to a backend of its model."""
-    body = await read_body(request, router.config.server.body_timeout)
-    if isinstance(body, web.Response):
-        return body
-    parsed_or_error = parse_request(body)
-    if isinstance(parsed_or_error, web.Response):
+    parsed_or_error = parse_request(inbound.body)
+    if isinstance(parsed_or_error, Reply):
         return parsed_or_error
     parsed, model = parsed_or_error
     candidates = router.snapshot.by_model.get(model)
     # A token limited to other models learns nothing about this one: the same 404.
-    if not candidates or model not in request.get(ALLOWED_MODELS, EVERY_MODEL):
-        return json_error(404, f"The model `{model}` does not exist.", "model_not_found")
+    if not candidates or model not in inbound.allowed:
+        return error_reply(404, f"The model `{model}` does not exist.", "model_not_found")
 
-    request_id = request.headers.get(_REQUEST_ID) or _next_request_id()
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
+    request_id = inbound.headers.get("x-request-id") or _next_request_id()
+    headers = [(k, v) for k, v in inbound.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
     headers.append(("x-request-id", request_id))
     now = asyncio.get_running_loop().time
     exchange = Exchange(request_id, model, now())
     try:
-        response = await _forward(request, router, candidates, headers, parsed, body, exchange)
-        exchange.status = response.status
-        return response
+        answer = await _forward(inbound, router, candidates, headers, parsed, exchange)
+        exchange.status = answer.status
+        return answer
     except asyncio.CancelledError:
         exchange.cancelled = True
         exchange.status = 499  # nginx's "client closed request"
@@ -140,29 +146,29 @@ async def proxy_request(request: web.Request, router: RouterState) -> web.Stream
 
 
 async def _forward(
-    request: web.Request,
+    inbound: Inbound,
     router: RouterState,
     candidates: tuple[BackendState, ...],
     headers: list[tuple[str, str]],
     parsed: dict[str, Any],
-    body: bytes,
     exchange: Exchange,
-) -> web.StreamResponse:
+) -> Answer:
     """Try backends until one answers or the retries, backends or deadline run out."""
     limits = router.limits
-    limited = await limits.admit_key(request.headers.get("Authorization"))
+    body = inbound.body
+    limited = await limits.admit_key(inbound.headers.get("Authorization"))
     if limited is not None:
         return _limited(limited, exchange.request_id)
     if limits.counts_tokens(candidates):
-        parsed, body, added = ask_for_usage(request.path, parsed, body)
+        parsed, body, added = ask_for_usage(inbound.path, parsed, body)
         exchange.usage_tap = UsageTap(strip=added)
     affinity = router.affinity
-    hints = affinity.hints(request.headers, parsed) if affinity.enabled else None
+    hints = affinity.hints(inbound.headers, parsed) if affinity.enabled else None
 
     def pick(exclude: frozenset[str]) -> BackendState | None:
         return pick_backend(candidates, router.picker, router.rng, exclude, hints, affinity)
 
-    path = request.rel_url.raw_path_qs.removeprefix("/v1")
+    path = inbound.target.removeprefix("/v1")
     deadline = time.monotonic() + router.config.routing.retry_deadline
     tried: set[str] = set()
     failure: UpstreamFailure | None = None
@@ -183,7 +189,7 @@ async def _forward(
             await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
         exchange.attempts = attempt + 1
         exchange.backend_id = backend.id
-        outcome = await _attempt(request, router, backend, path, headers, parsed, body, exchange)
+        outcome = await _attempt(inbound, router, backend, path, headers, parsed, body, exchange)
         if not isinstance(outcome, UpstreamFailure):
             return outcome
         failure = outcome
@@ -192,21 +198,16 @@ async def _forward(
             break
     if failure is None:
         message = f"no healthy backend for model `{exchange.model}`"
-        return json_error(503, message, "no_healthy_backend")
-    response_headers = {"x-request-id": exchange.request_id}
+        return error_reply(503, message, "no_healthy_backend")
+    reply_headers = [("Content-Type", failure.content_type), ("x-request-id", exchange.request_id)]
     if failure.retry_after_s is not None:
-        response_headers["Retry-After"] = str(max(1, round(failure.retry_after_s)))
-    return web.Response(
-        status=failure.status,
-        body=failure.body,
-        content_type=failure.content_type,
-        headers=response_headers,
-    )
+        reply_headers.append(("Retry-After", str(max(1, round(failure.retry_after_s)))))
+    return Reply(failure.status, reply_headers, failure.body)
 
 
-def _limited(limited: Limited, request_id: str) -> web.Response:
+def _limited(limited: Limited, request_id: str) -> Reply:
     headers = {**limited.headers(), "x-request-id": request_id}
-    return json_error(429, limited.message, "rate_limit_exceeded", headers)
+    return error_reply(429, limited.message, "rate_limit_exceeded", headers)
 
 
 def _retry_delay(
@@ -220,7 +221,7 @@ def _retry_delay(
 
 
 async def _attempt(
-    request: web.Request,
+    inbound: Inbound,
     router: RouterState,
     backend: BackendState,
     path: str,
@@ -228,14 +229,14 @@ async def _attempt(
     parsed: dict[str, Any],
     body: bytes,
     exchange: Exchange,
-) -> web.StreamResponse | UpstreamFailure:
+) -> Answer | UpstreamFailure:
     """One try on one backend: the client's response, or why this backend failed."""
     target = backend.backend
     if target.upstream_model != target.model:
         body = orjson.dumps({**parsed, "model": target.upstream_model})
     upstream = router.upstream_for(backend)
     head = encode_head(
-        request.method,
+        inbound.method,
         upstream.path_prefix + path,
         upstream.pool.host_header,
         [*headers, *upstream.extra_headers],
@@ -270,15 +271,11 @@ async def _attempt(
         if not streaming:
             if exchange.usage_tap is not None and status < 400:
                 exchange.usage = usage_from_body(payload)
-                auth = request.headers.get("Authorization")
+                auth = inbound.headers.get("Authorization")
                 await router.limits.record_usage(backend, auth, exchange.usage)
-            return web.Response(
-                status=status,
-                body=payload,
-                headers=response_headers(connection, exchange.request_id),
-            )
+            return Reply(status, response_headers(connection, exchange.request_id), payload)
         exchange.stream = True
-        return await relay_stream(request, router, connection, watched, payload, backend, exchange)
+        return await relay_stream(inbound, router, connection, watched, payload, backend, exchange)
     finally:
         backend.in_flight -= 1
         if watched is not None:

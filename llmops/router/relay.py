@@ -1,20 +1,20 @@
 """Relaying an upstream event stream to the client as it arrives.
 
-After the response head, each piece of the body the upstream socket delivers is framed and
-written to the client socket from the upstream's read callback: no task switch, no
-per-chunk objects. A client that reads slowly pauses the upstream socket (backpressure to
-the engine).
+The response head leaves with the first chunk; after it, each piece of the body the
+upstream socket delivers is framed and written to the client socket from the upstream's
+read callback: no task switch, no per-chunk objects. A client that reads slowly pauses the
+upstream socket (backpressure to the engine). The stream's last bytes and its end marker
+leave together.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 from llmops.openai import DONE_EVENT, sse_event
 from llmops.router.accounting import account_failure
 from llmops.router.exchange import Exchange
+from llmops.router.inbound import Inbound, Streamed, encode_fields, status_line
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
 from llmops.router.stream_usage import UsageTap
@@ -27,56 +27,61 @@ def response_headers(connection: UpstreamConnection, request_id: str) -> list[tu
     return [*connection.headers, ("x-request-id", request_id)]
 
 
-class _HeadWithBody(web.StreamResponse):
-    """Holds its head until the first body bytes, so that both leave in one write."""
+_CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
+_CLOSE = b"Connection: close\r\n\r\n"  # HTTP/1.0: the end of the connection ends the body
+_LAST_CHUNK = b"0\r\n\r\n"
 
-    _send_headers_immediately = False
+
+def _frame(data: bytes, chunked: bool) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data) if chunked and data else data
 
 
 async def relay_stream(
-    request: web.Request,
+    inbound: Inbound,
     router: RouterState,
     connection: UpstreamConnection,
     watched: WatchedRequest,
     first_chunk: bytes,
     backend: BackendState,
     exchange: Exchange,
-) -> web.StreamResponse:
-    """Send the stream on; returns the prepared response in every case.
+) -> Streamed:
+    """Send the stream on, from its head to its end.
 
     A client that went away is counted as a cancellation; the caller's release of the
     connection then aborts the engine's work.
     """
-    response = _HeadWithBody(
-        status=connection.status, headers=response_headers(connection, exchange.request_id)
+    transport, chunked = inbound.transport, inbound.chunked
+    gone = Streamed(connection.status, close=True)
+    head = (
+        status_line(connection.status)
+        + encode_fields(response_headers(connection, exchange.request_id))
+        + (_CHUNKED if chunked else _CLOSE)
     )
     tap = exchange.usage_tap
     last = first_chunk if tap is None else tap.feed(first_chunk)
-    try:
-        await response.prepare(request)
-        if not connection.complete:  # more to come: the head and first chunk go out now
-            await response.write(last)
-            chunked = response.headers.get("Transfer-Encoding") == "chunked"  # not HTTP/1.0
-            rest = await _relay_rest(
-                request, router, connection, watched, backend, exchange, chunked
-            )
-            if rest is None:
-                return _client_gone(exchange, response)
-            last = rest
-        if tap is not None:
-            last += tap.flush()
-        await response.write_eof(last)  # the last bytes and the end of the stream, together
-    except ConnectionResetError:
-        return _client_gone(exchange, response)
+    if not connection.complete:  # more to come: the head and first chunk go out now
+        if transport.is_closing():
+            return _client_gone(exchange, gone)
+        transport.write(head + _frame(last, chunked))
+        head = b""
+        rest = await _relay_rest(transport, router, connection, watched, backend, exchange, chunked)
+        if rest is None:
+            return _client_gone(exchange, gone)
+        last = rest
+    if tap is not None:
+        last += tap.flush()
+    if transport.is_closing():
+        return _client_gone(exchange, gone)
+    transport.write(head + _frame(last, chunked) + (_LAST_CHUNK if chunked else b""))
     if tap is not None:
         exchange.usage = tap.usage
-        auth = request.headers.get("Authorization")
+        auth = inbound.headers.get("Authorization")
         await router.limits.record_usage(backend, auth, tap.usage)
-    return response
+    return Streamed(connection.status, close=not chunked or not inbound.keep_alive)
 
 
 async def _relay_rest(
-    request: web.Request,
+    transport: asyncio.Transport,
     router: RouterState,
     connection: UpstreamConnection,
     watched: WatchedRequest,
@@ -86,9 +91,6 @@ async def _relay_rest(
 ) -> bytes | None:
     """Relay the rest of the body; what still has to be sent at the end (an error event if
     the upstream failed), or None if the client went away."""
-    transport = request.transport
-    if transport is None:
-        return None
     sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
     try:
         await connection.relay(sink)
@@ -103,9 +105,9 @@ async def _relay_rest(
     return None if sink.client_gone else b""
 
 
-def _client_gone(exchange: Exchange, response: web.StreamResponse) -> web.StreamResponse:
+def _client_gone(exchange: Exchange, answer: Streamed) -> Streamed:
     exchange.cancelled = True  # counted once, when the exchange is finished
-    return response
+    return answer
 
 
 _CLIENT_HIGH_WATER_BYTES = 64 * 1024

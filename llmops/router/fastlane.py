@@ -1,0 +1,60 @@
+"""The fast lane: inference requests answered without aiohttp's request machinery.
+
+Every connection starts in the fast lane. A request that is whole in one read and ordinary
+(``parse_whole_request``: an HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body) is
+proxied from here and its answer written straight to the socket. The first request that
+is not hands the connection to aiohttp for good, its bytes untouched, so every edge of
+HTTP (bodies in pieces, chunked or compressed bodies, ``Expect``, HTTP/1.0, bad heads,
+other paths) keeps aiohttp's handling. The request handler in ``guard`` does the handing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from llmops.router.guard import escapes_api_root
+from llmops.router.inbound import HeadLimits, Inbound, Reply, encode_reply, parse_whole_request
+from llmops.router.proxy import error_reply, proxy_request
+from llmops.router.state import RouterState
+
+_UNAUTHORIZED = error_reply(401, "invalid or missing API key", "invalid_api_key")
+
+
+class FastLane:
+    """Parses and answers fast-lane requests for one router."""
+
+    __slots__ = ("_limits", "_router")
+
+    def __init__(self, router: RouterState, limits: HeadLimits) -> None:
+        self._router = router
+        self._limits = limits
+
+    def take(self, data: bytes, transport: asyncio.Transport) -> tuple[Inbound, int] | None:
+        """The request at the start of ``data`` and its length, if the fast lane takes it."""
+        parsed = parse_whole_request(data, self._limits)
+        if parsed is None:
+            return None
+        target, headers, body, keep_alive, length = parsed
+        if escapes_api_root(target):  # aiohttp's side answers it
+            return None
+        path = target.partition("?")[0]
+        inbound = Inbound("POST", target, path, headers, body, keep_alive, True, transport, ())
+        return inbound, length
+
+    async def answer(self, inbound: Inbound) -> bool:
+        """Answer the request; whether the connection can carry another one."""
+        allowed = self._router.inference_tokens.allowed_models(inbound.headers.get("Authorization"))
+        if allowed is None:
+            return _write(inbound, _UNAUTHORIZED)
+        inbound.allowed = allowed
+        answer = await proxy_request(inbound, self._router)
+        if isinstance(answer, Reply):
+            return _write(inbound, answer)
+        return not answer.close
+
+
+def _write(inbound: Inbound, reply: Reply) -> bool:
+    if inbound.transport.is_closing():
+        return False
+    inbound.transport.write(encode_reply(reply, inbound.keep_alive))
+    return inbound.keep_alive and not reply.close

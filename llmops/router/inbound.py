@@ -1,0 +1,156 @@
+"""A client's request and the router's answer as the data path sees them, whichever server
+side parsed the request, and the bytes of an answer on the wire.
+
+``parse_whole_request`` is the fast lane's parser: it accepts only the common case (a
+whole HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body and an ordinary head, all
+in hand) and says None to anything else, which aiohttp's parser then handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+# Visible ASCII, no percent-encoding, backslash or space: nothing to decode in the path.
+_REQUEST_LINE = re.compile(rb"POST (/v1/[!-$&-\[\]-~]*) HTTP/1\.1")
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[ \t]*([!-~](?:[ \t!-~]*[!-~])?)?[ \t]*")
+# Request headers that ask for more than the fast lane does: aiohttp handles those.
+_DECLINED = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """The server's limits on a request head and body; a request past one goes to aiohttp,
+    which answers it with the right error."""
+
+    max_field_bytes: int
+    max_headers: int
+    max_body_bytes: int
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One client request on its way through the data path."""
+
+    method: str
+    target: str  # the path and query as the client sent them
+    path: str  # the decoded path
+    headers: CIMultiDict[str] | CIMultiDictProxy[str]
+    body: bytes
+    keep_alive: bool  # the client keeps the connection after this answer
+    chunked: bool  # the client reads chunked bodies (HTTP/1.1)
+    transport: asyncio.Transport
+    allowed: Collection[str]  # the models the client's token may use
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole answer, for the server side to send."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    close: bool = False  # close the connection after it
+
+
+@dataclass(slots=True)
+class Streamed:
+    """An answer the data path wrote to the client itself (a relayed stream)."""
+
+    status: int
+    close: bool  # the connection cannot carry another request
+
+
+Answer = Reply | Streamed
+
+
+def parse_whole_request(
+    data: bytes, limits: HeadLimits
+) -> tuple[str, CIMultiDict[str], bytes, bool, int] | None:
+    """``(target, headers, body, keep_alive, length)`` of a whole, ordinary inference
+    request at the start of ``data``, or None for anything else."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    line = _REQUEST_LINE.fullmatch(lines[0])
+    too_long = len(lines[0]) > limits.max_field_bytes or len(lines) - 1 > limits.max_headers
+    if line is None or too_long:
+        return None
+    headers: CIMultiDict[str] = CIMultiDict()
+    length: int | None = None
+    keep_alive = True
+    for field in lines[1:]:
+        name, colon, raw_value = field.partition(b":")
+        value = _FIELD_VALUE.fullmatch(raw_value)
+        if (
+            not colon
+            or len(field) > limits.max_field_bytes
+            or _FIELD_NAME.fullmatch(name) is None
+            or value is None
+        ):
+            return None
+        text = value.group(1) or b""
+        lower = name.lower()
+        if lower in _DECLINED:
+            return None
+        if lower == b"content-length":
+            if length is not None or not text.isdigit():
+                return None
+            length = int(text)
+        elif lower == b"connection":
+            options = {option.strip() for option in text.lower().split(b",")}
+            if not options <= {b"keep-alive", b"close"}:
+                return None
+            keep_alive = b"close" not in options
+        headers.add(name.decode("ascii"), text.decode("ascii"))
+    if length is None or length > limits.max_body_bytes:
+        return None
+    total = end + 4 + length
+    if len(data) < total:
+        return None
+    return line.group(1).decode("ascii"), headers, data[end + 4 : total], keep_alive, total
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """The ``Date`` header line, formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
+    return _date[1]
+
+
+def status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, "Unknown").encode())
+
+
+def encode_fields(headers: list[tuple[str, str]]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
+    """The bytes of a whole answer, framed by Content-Length."""
+    close = b"Connection: close\r\n" if reply.close or not keep_alive else b""
+    return b"%b%b%bContent-Length: %d\r\n%b\r\n%b" % (
+        status_line(reply.status),
+        encode_fields(reply.headers),
+        _date_header(),
+        len(reply.body),
+        close,
+        reply.body,
+    )
