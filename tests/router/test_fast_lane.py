@@ -1,0 +1,154 @@
+"""The fast lane over raw sockets: what it answers goes out byte-correct and in order, and
+what it does not take (pieces, HTTP/1.0) still gets the right answer from aiohttp's side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from tests.conftest import StartRouter, StartSim, router_config
+
+Reader = asyncio.StreamReader
+
+
+def post(body: dict[str, object], *headers: str, version: str = "1.1") -> bytes:
+    raw = orjson.dumps(body)
+    lines = [f"POST /v1/chat/completions HTTP/{version}", "Host: r", *headers]
+    lines.append(f"Content-Length: {len(raw)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + raw
+
+
+def chat(tag: str, stream: bool = False, max_tokens: int = 3) -> dict[str, object]:
+    message = {"role": "user", "content": tag}
+    return {"model": "m", "messages": [message], "max_tokens": max_tokens, "stream": stream}
+
+
+async def read_response(reader: Reader) -> tuple[bytes, dict[str, str], bytes]:
+    """The status line, the headers (lower-case names) and the de-chunked body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status, *fields = head[:-4].split(b"\r\n")
+    headers = {
+        k.strip().lower().decode(): v.strip().decode()
+        for k, _, v in (f.partition(b":") for f in fields)
+    }
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding") != "chunked":
+        return status, headers, await reader.read()  # framed by the end of the connection
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+        body += await reader.readexactly(size)
+        assert await reader.readexactly(2) == b"\r\n"
+    assert await reader.readexactly(2) == b"\r\n"
+    return status, headers, body
+
+
+async def connect(url: str) -> tuple[Reader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m", itl_ms=5)
+    url = await start_router(router_config([("m", sim.url)]))
+    reader, writer = await connect(url)
+    tags = ["first", "second", "third"]
+    writer.write(
+        b"".join(post(chat(tag, stream=tag == "second"), f"X-Request-Id: {tag}") for tag in tags)
+    )
+    for tag in tags:
+        status, headers, body = await read_response(reader)
+        assert status == b"HTTP/1.1 200 OK"
+        assert headers["x-request-id"] == tag
+        if tag == "second":
+            assert headers["transfer-encoding"] == "chunked"
+            assert body.endswith(b"data: [DONE]\n\n")
+        else:
+            assert orjson.loads(body)["object"] == "chat.completion"
+            assert "date" in headers
+    writer.close()
+    assert sim.state.by_path["/v1/chat/completions"] == 3
+
+
+async def test_a_request_sent_during_a_stream_waits_for_the_stream_to_end(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m", itl_ms=20)
+    url = await start_router(router_config([("m", sim.url)]))
+    reader, writer = await connect(url)
+    writer.write(post(chat("stream", stream=True, max_tokens=10), "X-Request-Id: stream"))
+    await reader.readuntil(b"\r\n\r\n")  # the stream has begun
+    writer.write(post(chat("next"), "X-Request-Id: next"))
+    body = b""
+    while not body.endswith(b"0\r\n\r\n"):
+        body += await reader.read(65536)
+    assert body.count(b'"content":"') >= 10 and b"next" not in body
+    status, headers, _ = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "next"
+    writer.close()
+
+
+async def test_a_request_in_pieces_is_answered_and_the_connection_goes_on(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m")
+    url = await start_router(router_config([("m", sim.url)]))
+    reader, writer = await connect(url)
+    raw = post(chat("pieces"), "X-Request-Id: pieces")
+    writer.write(raw[:20])
+    await asyncio.sleep(0.05)
+    writer.write(raw[20:])
+    status, headers, _ = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "pieces"
+    writer.write(post(chat("whole"), "X-Request-Id: whole"))
+    status, headers, _ = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "whole"
+    writer.close()
+    assert sim.state.by_path["/v1/chat/completions"] == 2
+
+
+async def test_connection_close_is_honoured(start_sim: StartSim, start_router: StartRouter) -> None:
+    sim = await start_sim(model="m")
+    url = await start_router(router_config([("m", sim.url)]))
+    for stream in (False, True):
+        reader, writer = await connect(url)
+        writer.write(post(chat("bye", stream=stream), "Connection: close"))
+        status, headers, body = await read_response(reader)
+        assert status == b"HTTP/1.1 200 OK" and body
+        assert headers.get("connection") == "close" or stream
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the router closed it
+        writer.close()
+
+
+async def test_an_http10_stream_is_sent_unchunked_and_ends_with_the_connection(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m", itl_ms=5)
+    url = await start_router(router_config([("m", sim.url)]))
+    reader, writer = await connect(url)
+    writer.write(post(chat("old", stream=True), version="1.0"))
+    status, headers, body = await asyncio.wait_for(read_response(reader), 10)
+    assert status.startswith(b"HTTP/1.") and b" 200 " in status
+    assert "transfer-encoding" not in headers and "content-length" not in headers
+    assert body.startswith(b"data: {") and body.endswith(b"data: [DONE]\n\n")
+    writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_keepalive_timeout_but_not_mid_stream(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m", itl_ms=100)
+    url = await start_router(router_config([("m", sim.url)], server={"keepalive_timeout": 0.5}))
+    reader, writer = await connect(url)
+    writer.write(post(chat("long", stream=True, max_tokens=12)))  # ~1.2 s: past the timeout
+    status, _, body = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and body.endswith(b"data: [DONE]\n\n")
+    idle_since = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    idle = time.monotonic() - idle_since
+    assert 0.4 <= idle <= 2.0, idle
+    writer.close()
