@@ -15,6 +15,7 @@ class Exchange:
         "attempts",
         "backend_id",
         "cancelled",
+        "chosen_at",
         "error_kind",
         "finished_at",
         "first_byte_at",
@@ -35,6 +36,7 @@ class Exchange:
         self.attempts = 0
         self.status = 0
         self.stream = False
+        self.chosen_at: float | None = None  # when the first backend was chosen
         self.first_byte_at: float | None = None
         self.finished_at: float | None = None
         self.error_kind: str | None = None  # the last upstream failure's kind

@@ -263,6 +263,8 @@ class _StateCollector(Collector):
 def record_exchange(router: RouterState, exchange: Exchange) -> None:
     """Once per finished request: the backend's ``/status`` windows and request metrics."""
     metrics = router.metrics
+    if exchange.chosen_at is not None:
+        metrics.overhead.observe(exchange.chosen_at - exchange.started_at)
     if exchange.attempts > 1:
         metrics.retried(exchange.model, exchange.attempts - 1)
     if exchange.backend_id is None:

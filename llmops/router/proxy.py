@@ -131,8 +131,8 @@ async def proxy_request(inbound: Inbound, router: RouterState) -> Answer:
     request_id = inbound.headers.get("x-request-id") or _next_request_id()
     headers = [(k, v) for k, v in inbound.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
     headers.append(("x-request-id", request_id))
-    now = asyncio.get_running_loop().time
-    exchange = Exchange(request_id, model, now())
+    loop = asyncio.get_running_loop()
+    exchange = Exchange(request_id, model, loop.time())
     try:
         answer = await _forward(inbound, router, candidates, headers, parsed, exchange)
         exchange.status = answer.status
@@ -142,7 +142,8 @@ async def proxy_request(inbound: Inbound, router: RouterState) -> Answer:
         exchange.status = 499  # nginx's "client closed request"
         raise
     finally:
-        finish_exchange(router, exchange, now())
+        # After the answer is written (the fast lane writes it when this returns).
+        loop.call_soon(finish_exchange, router, exchange, loop.time())
 
 
 async def _forward(
@@ -183,8 +184,7 @@ async def _forward(
         backend = chosen
         tried.add(backend.id)
         if not attempt:
-            started = exchange.started_at
-            router.metrics.overhead.observe(asyncio.get_running_loop().time() - started)
+            exchange.chosen_at = asyncio.get_running_loop().time()
         if attempt:
             await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
         exchange.attempts = attempt + 1
