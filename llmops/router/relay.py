@@ -91,9 +91,10 @@ async def _relay_rest(
 ) -> bytes | None:
     """Relay the rest of the body; what still has to be sent at the end (an error event if
     the upstream failed), or None if the client went away."""
-    sink = _ClientSink(transport, connection, watched, exchange.usage_tap, chunked)
+    tap = exchange.usage_tap
+    sink = _ClientSink(transport, connection, watched, tap, chunked)
     try:
-        await connection.relay(sink)
+        await connection.relay(sink, sink.frames if chunked and tap is None else None)
     except UpstreamError as exc:
         if sink.client_gone:
             return None
@@ -137,17 +138,27 @@ class _ClientSink:
         self.client_gone = False
 
     def __call__(self, data: bytes) -> None:
+        """Body bytes, framed here for the client."""
         self._watched.last_byte_at = self._now()
         if self._tap is not None:
             data = self._tap.feed(data)
-        if not data or self.client_gone:
-            return
+        if data:
+            self._write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+
+    def frames(self, chunks: bytes) -> None:
+        """Whole chunks as the upstream framed them, for a client that reads chunks."""
+        self._watched.last_byte_at = self._now()
+        self._write(chunks)
+
+    def _write(self, framed: bytes) -> None:
         transport = self._transport
+        if self.client_gone:
+            return
         if transport.is_closing():
             self.client_gone = True
             self._connection.close()  # stop the engine's work now
             return
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        transport.write(framed)
         if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES:
             self._connection.pause_reading()
             asyncio.get_running_loop().call_later(_DRAIN_POLL_S, self._resume_when_drained)

@@ -100,6 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
         self._sink: Callable[[bytes], None] | None = None  # set while relaying (push mode)
+        self._frames: Callable[[bytes], None] | None = None  # takes whole chunks as they came
         self._relay_done: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -210,6 +211,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._feed_chunked(data)
 
     def _feed_chunked(self, data: bytes) -> None:
+        frames = self._frames
+        at_a_chunk = not self._chunk_state and not self._pending
+        if frames is not None and at_a_chunk and whole_chunks(data):
+            frames(data)  # the usual read: a token's chunk, passed on as it came
+            self._wake()
+            return
         pieces: list[bytes] = []
         position = 0
         if self._pending:
@@ -298,12 +305,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.resume_reading()
         return data
 
-    def relay(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
-        """Hand every body byte to ``sink`` as it arrives, with no task switch per chunk.
+    def relay(
+        self, sink: Callable[[bytes], None], frames: Callable[[bytes], None] | None = None
+    ) -> asyncio.Future[None]:
+        """Hand every body byte to ``sink`` as it arrives, with no task switch per chunk;
+        a chunked body's reads that hold whole chunks go to ``frames`` as they are, if given.
 
         The returned future completes with the body, or fails with the error that cut it.
         """
         self._sink = sink
+        self._frames = frames
         self._relay_done = self._loop.create_future()
         pending = b"".join(self._body)
         self._body.clear()
@@ -370,6 +381,25 @@ class UpstreamConnection(asyncio.Protocol):
             if pending is not None and not pending.done():
                 pending.cancel()  # no one will read it: an error set later would go unheard
         self.close()
+
+
+def whole_chunks(data: bytes) -> bool:
+    """Whether ``data`` is one or more whole chunks of a chunked body (size line, data,
+    CRLF), none of them the last one, each size plain hex digits."""
+    position, size = 0, len(data)
+    while position < size:
+        end = data.find(b"\r\n", position)
+        digits = data[position:end]
+        if end < 0 or not digits.isalnum():
+            return False
+        try:
+            length = int(digits, 16)
+        except ValueError:
+            return False
+        position = end + 4 + length
+        if not length or position > size or data[position - 2 : position] != b"\r\n":
+            return False
+    return True
 
 
 class UpstreamPool:

@@ -16,6 +16,7 @@ from llmops.router.upstream_http import (
     UpstreamPool,
     UpstreamProtocolError,
     encode_head,
+    whole_chunks,
 )
 
 Answer = Callable[[bytes], list[bytes]]  # request bytes -> what to write back, piece by piece
@@ -135,6 +136,118 @@ async def test_chunked_bodies_decode_whatever_the_packet_boundaries(
     finally:
         pool.close()
         await server.stop()
+
+
+def dechunk(framed: bytes) -> bytes:
+    """The payload of whole chunks (as ``whole_chunks`` accepts them)."""
+    payload, position = b"", 0
+    while position < len(framed):
+        end = framed.index(b"\r\n", position)
+        size = int(framed[position:end], 16)
+        payload += framed[end + 2 : end + 2 + size]
+        position = end + 4 + size
+    return payload
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8),
+    cuts=st.lists(st.integers(min_value=1, max_value=500), max_size=10),
+    plain_sizes=st.booleans(),
+)
+async def test_a_relay_passes_whole_chunks_on_as_they_came_and_decodes_the_rest(
+    pieces: list[bytes], cuts: list[int], plain_sizes: bool
+) -> None:
+    body = (
+        b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        if plain_sizes
+        else chunked(pieces)  # with chunk extensions: never passed on as they are
+    )
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    packets, position = [], 0
+    for cut in sorted(set(cuts)):
+        if position < cut < len(raw):
+            packets.append(raw[position:cut])
+            position = cut
+    packets.append(raw[position:])
+    server = RawServer(lambda _: packets)
+    pool = UpstreamPool("127.0.0.1", await server.start(), None)
+    relayed: list[bytes] = []
+    try:
+        connection = await pool.acquire(1.0)
+        connection.send(encode_head("POST", "/x", pool.host_header, [], 0), b"")
+        await connection.response_head()
+        await connection.relay(relayed.append, lambda framed: relayed.append(dechunk(framed)))
+        assert b"".join(relayed) == b"".join(pieces)
+        assert connection.reusable
+        connection.release()
+    finally:
+        pool.close()
+        await server.stop()
+
+
+async def test_a_relay_passes_on_each_token_chunk_byte_for_byte() -> None:
+    tokens = [b"5\r\nhello\r\n", b"1\r\n \r\n", b"5\r\nworld\r\n"]
+    relaying = asyncio.Event()
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + tokens[0])
+        await relaying.wait()
+        for token in [*tokens[1:], b"0\r\n\r\n"]:  # one write per token, as engines do
+            writer.write(token)
+            await asyncio.sleep(0.01)
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    finished = asyncio.Event()
+    server = await asyncio.start_server(engine, "127.0.0.1", 0)
+    pool = UpstreamPool("127.0.0.1", server.sockets[0].getsockname()[1], None)
+    try:
+        connection = await pool.acquire(1.0)
+        connection.send(encode_head("POST", "/x", pool.host_header, [], 0), b"")
+        await connection.response_head()
+        assert await connection.read_chunk() == b"hello"
+        decoded: list[bytes] = []
+        passed: list[bytes] = []
+        relay = connection.relay(decoded.append, passed.append)
+        relaying.set()
+        await relay
+        assert (passed, decoded) == (tokens[1:], [])
+        assert connection.reusable
+        connection.release()
+    finally:
+        pool.close()
+        await asyncio.wait_for(finished.wait(), 5)
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (b"5\r\nhello\r\n", True),
+        (b"5\r\nhello\r\n1\r\n!\r\n", True),
+        (b"A\r\n0123456789\r\n", True),
+        (b"0\r\n\r\n", False),  # the last chunk: the relay must see the end
+        (b"5\r\nhello\r\n0\r\n\r\n", False),
+        (b"5\r\nhel", False),
+        (b"5\r\nhello", False),
+        (b"5\r\nhelloXY", False),
+        (b"5;x=1\r\nhello\r\n", False),
+        (b"+5\r\nhello\r\n", False),
+        (b"0_5\r\nhello\r\n", False),
+        (b" 5\r\nhello\r\n", False),
+        (b"g\r\nhello\r\n", False),
+        (b"", True),
+    ],
+)
+def test_whole_chunks(data: bytes, whole: bool) -> None:
+    assert whole_chunks(data) is whole
 
 
 async def test_content_length_head_and_request_bytes(raw_server: StartRaw) -> None:
