@@ -124,6 +124,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        frames = self._frames  # relaying a chunked body to a client that reads chunks
+        at_chunk_start = not self._chunk_state and not self._pending
+        if frames is not None and at_chunk_start and whole_chunks(data):
+            frames(data)  # the usual read: a token's chunk, passed on as it came
+            return  # nothing waits on a chunk that is not the last
         if not self._in_use:  # bytes nobody asked for: never let them answer the next request
             self.close()
             return
@@ -211,12 +216,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._feed_chunked(data)
 
     def _feed_chunked(self, data: bytes) -> None:
-        frames = self._frames
-        at_a_chunk = not self._chunk_state and not self._pending
-        if frames is not None and at_a_chunk and whole_chunks(data):
-            frames(data)  # the usual read: a token's chunk, passed on as it came
-            self._wake()
-            return
         pieces: list[bytes] = []
         position = 0
         if self._pending:
@@ -314,7 +313,7 @@ class UpstreamConnection(asyncio.Protocol):
         The returned future completes with the body, or fails with the error that cut it.
         """
         self._sink = sink
-        self._frames = frames
+        self._frames = frames if self._chunked else None
         self._relay_done = self._loop.create_future()
         pending = b"".join(self._body)
         self._body.clear()
