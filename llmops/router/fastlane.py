@@ -5,7 +5,7 @@ Every connection starts in the fast lane. A request that is whole in one read an
 proxied from here and its answer written straight to the socket. The first request that
 is not hands the connection to aiohttp for good, its bytes untouched, so every edge of
 HTTP (bodies in pieces, chunked or compressed bodies, ``Expect``, HTTP/1.0, bad heads,
-other paths) keeps aiohttp's handling. The request handler in ``guard`` does the handing.
+other paths) keeps aiohttp's handling. The request handler in ``server`` does the handing.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ class _GuardedHandler(RequestHandler):
         self._head_started: float | None = None  # when the awaited head began (None: not yet)
         self._head_timer: asyncio.TimerHandle | None = None
         self._lane = lane  # None once aiohttp parses this connection
-        self._lane_task: asyncio.Task[bool] | None = None
+        self._lane_task: asyncio.Task[None] | None = None
         self._held = b""  # what arrived while the fast lane was answering
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -161,7 +161,7 @@ class _GuardedHandler(RequestHandler):
         """Start answering the request at the start of ``data`` if the fast lane takes it."""
         assert self._lane is not None
         transport = self.transport
-        if self._force_close or self._request_in_progress or transport is None:
+        if self._force_close or transport is None:
             return False
         taken = self._lane.take(data, transport)
         if taken is None:
@@ -173,7 +173,7 @@ class _GuardedHandler(RequestHandler):
         self._lane_task = self._loop.create_task(self._answer(inbound))
         return True
 
-    async def _answer(self, inbound: Inbound) -> bool:
+    async def _answer(self, inbound: Inbound) -> None:
         assert self._lane is not None
         try:
             goes_on = await self._lane.answer(inbound)
@@ -187,7 +187,7 @@ class _GuardedHandler(RequestHandler):
                 self._handler_waiter.set_result(None)  # a graceful shutdown was waiting
         if not goes_on or self._force_close:
             self.force_close()
-            return False
+            return
         self._keepalive = True  # as aiohttp's own loop does after a kept-alive answer
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         if self._keepalive_handle is None and self._keepalive_timeout > 0:
@@ -199,7 +199,6 @@ class _GuardedHandler(RequestHandler):
             self.transport.resume_reading()
         if held:
             self.data_received(held)
-        return True
 
     def _process_keepalive(self) -> None:
         if self._lane_task is not None:  # answering: the idle clock restarts afterwards
