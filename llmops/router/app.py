@@ -29,7 +29,7 @@ from llmops.router.cluster import (
 from llmops.router.fastlane import FastLane
 from llmops.router.guard import admin_refusal, escapes_api_root, protocol_options
 from llmops.router.health import admit_new_backends, run_health_checks
-from llmops.router.inbound import HeadLimits, Inbound, Reply, Streamed
+from llmops.router.inbound import HeadLimits, Inbound, Reply, Sent
 from llmops.router.loop import settle_collector
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
@@ -173,17 +173,16 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         transport,
         request.get(ALLOWED_MODELS, EVERY_MODEL),
     )
-    answer = await proxy_request(inbound, router)
-    return aiohttp_response(answer) if isinstance(answer, Reply) else _AlreadySent(answer)
+    return _AlreadySent(await proxy_request(inbound, router))
 
 
 class _AlreadySent(web.StreamResponse):
-    """A stream the data path wrote to the socket itself: aiohttp sends nothing more and
+    """An answer the data path wrote to the socket itself: aiohttp sends nothing more and
     learns whether the connection goes on."""
 
-    def __init__(self, answer: Streamed) -> None:
-        super().__init__(status=answer.status)
-        self._goes_on = not answer.close
+    def __init__(self, sent: Sent) -> None:
+        super().__init__(status=sent.status)
+        self._goes_on = not sent.close
 
     @property
     def keep_alive(self) -> bool:

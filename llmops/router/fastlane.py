@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from llmops.router.guard import escapes_api_root
-from llmops.router.inbound import HeadLimits, Inbound, Reply, encode_reply, parse_whole_request
+from llmops.router.inbound import HeadLimits, Inbound, parse_whole_request, send_reply
 from llmops.router.proxy import error_reply, proxy_request
 from llmops.router.state import RouterState
 
@@ -45,16 +45,6 @@ class FastLane:
         """Answer the request; whether the connection can carry another one."""
         allowed = self._router.inference_tokens.allowed_models(inbound.headers.get("Authorization"))
         if allowed is None:
-            return _write(inbound, _UNAUTHORIZED)
+            return not send_reply(inbound, _UNAUTHORIZED).close
         inbound.allowed = allowed
-        answer = await proxy_request(inbound, self._router)
-        if isinstance(answer, Reply):
-            return _write(inbound, answer)
-        return not answer.close
-
-
-def _write(inbound: Inbound, reply: Reply) -> bool:
-    if inbound.transport.is_closing():
-        return False
-    inbound.transport.write(encode_reply(reply, inbound.keep_alive))
-    return inbound.keep_alive and not reply.close
+        return not (await proxy_request(inbound, self._router)).close

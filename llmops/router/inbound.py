@@ -63,14 +63,12 @@ class Reply:
 
 
 @dataclass(slots=True)
-class Streamed:
-    """An answer the data path wrote to the client itself (a relayed stream)."""
+class Sent:
+    """An answer written to the client: the data path writes each one itself, as soon as
+    it has it, whichever server side the request came through."""
 
     status: int
     close: bool  # the connection cannot carry another request
-
-
-Answer = Reply | Streamed
 
 
 def parse_whole_request(
@@ -154,3 +152,11 @@ def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
         close,
         reply.body,
     )
+
+
+def send_reply(inbound: Inbound, reply: Reply) -> Sent:
+    close = reply.close or not inbound.keep_alive
+    if inbound.transport.is_closing():
+        return Sent(reply.status, close=True)
+    inbound.transport.write(encode_reply(reply, not close))
+    return Sent(reply.status, close)

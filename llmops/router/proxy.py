@@ -24,7 +24,7 @@ from llmops.router.accounting import account_failure, finish_exchange
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_success
 from llmops.router.exchange import Exchange
-from llmops.router.inbound import Answer, Inbound, Reply
+from llmops.router.inbound import Inbound, Reply, Sent, send_reply
 from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
 from llmops.router.relay import relay_stream, response_headers
@@ -117,16 +117,17 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], str] | Reply:
     return parsed, model
 
 
-async def proxy_request(inbound: Inbound, router: RouterState) -> Answer:
-    """Forward one OpenAI API request to a backend of its model."""
+async def proxy_request(inbound: Inbound, router: RouterState) -> Sent:
+    """Forward one OpenAI API request to a backend of its model; the answer is sent."""
     parsed_or_error = parse_request(inbound.body)
     if isinstance(parsed_or_error, Reply):
-        return parsed_or_error
+        return send_reply(inbound, parsed_or_error)
     parsed, model = parsed_or_error
     candidates = router.snapshot.by_model.get(model)
     # A token limited to other models learns nothing about this one: the same 404.
     if not candidates or model not in inbound.allowed:
-        return error_reply(404, f"The model `{model}` does not exist.", "model_not_found")
+        missing = error_reply(404, f"The model `{model}` does not exist.", "model_not_found")
+        return send_reply(inbound, missing)
 
     request_id = inbound.headers.get("x-request-id") or _next_request_id()
     headers = [(k, v) for k, v in inbound.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
@@ -135,14 +136,15 @@ async def proxy_request(inbound: Inbound, router: RouterState) -> Answer:
     exchange = Exchange(request_id, model, loop.time())
     try:
         answer = await _forward(inbound, router, candidates, headers, parsed, exchange)
-        exchange.status = answer.status
-        return answer
+        sent = send_reply(inbound, answer) if isinstance(answer, Reply) else answer
+        exchange.status = sent.status
+        return sent
     except asyncio.CancelledError:
         exchange.cancelled = True
         exchange.status = 499  # nginx's "client closed request"
         raise
     finally:
-        # After the answer is written (the fast lane writes it when this returns).
+        # After whatever the caller still does with the answer.
         loop.call_soon(finish_exchange, router, exchange, loop.time())
 
 
@@ -153,7 +155,7 @@ async def _forward(
     headers: list[tuple[str, str]],
     parsed: dict[str, Any],
     exchange: Exchange,
-) -> Answer:
+) -> Reply | Sent:
     """Try backends until one answers or the retries, backends or deadline run out."""
     limits = router.limits
     body = inbound.body
@@ -229,8 +231,9 @@ async def _attempt(
     parsed: dict[str, Any],
     body: bytes,
     exchange: Exchange,
-) -> Answer | UpstreamFailure:
-    """One try on one backend: the client's response, or why this backend failed."""
+) -> Reply | Sent | UpstreamFailure:
+    """One try on one backend: the client's answer (sent from here, before the clean-up,
+    when the backend answered whole), or why this backend failed."""
     target = backend.backend
     if target.upstream_model != target.model:
         body = orjson.dumps({**parsed, "model": target.upstream_model})
@@ -273,7 +276,8 @@ async def _attempt(
                 exchange.usage = usage_from_body(payload)
                 auth = inbound.headers.get("Authorization")
                 await router.limits.record_usage(backend, auth, exchange.usage)
-            return Reply(status, response_headers(connection, exchange.request_id), payload)
+            reply = Reply(status, response_headers(connection, exchange.request_id), payload)
+            return send_reply(inbound, reply)
         exchange.stream = True
         return await relay_stream(inbound, router, connection, watched, payload, backend, exchange)
     finally:

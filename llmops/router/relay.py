@@ -14,7 +14,7 @@ import asyncio
 from llmops.openai import DONE_EVENT, sse_event
 from llmops.router.accounting import account_failure
 from llmops.router.exchange import Exchange
-from llmops.router.inbound import Inbound, Streamed, encode_fields, status_line
+from llmops.router.inbound import Inbound, Sent, encode_fields, status_line
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
 from llmops.router.stream_usage import UsageTap
@@ -44,14 +44,14 @@ async def relay_stream(
     first_chunk: bytes,
     backend: BackendState,
     exchange: Exchange,
-) -> Streamed:
+) -> Sent:
     """Send the stream on, from its head to its end.
 
     A client that went away is counted as a cancellation; the caller's release of the
     connection then aborts the engine's work.
     """
     transport, chunked = inbound.transport, inbound.chunked
-    gone = Streamed(connection.status, close=True)
+    gone = Sent(connection.status, close=True)
     head = (
         status_line(connection.status)
         + encode_fields(response_headers(connection, exchange.request_id))
@@ -77,7 +77,7 @@ async def relay_stream(
         exchange.usage = tap.usage
         auth = inbound.headers.get("Authorization")
         await router.limits.record_usage(backend, auth, tap.usage)
-    return Streamed(connection.status, close=not chunked or not inbound.keep_alive)
+    return Sent(connection.status, close=not chunked or not inbound.keep_alive)
 
 
 async def _relay_rest(
@@ -106,7 +106,7 @@ async def _relay_rest(
     return None if sink.client_gone else b""
 
 
-def _client_gone(exchange: Exchange, answer: Streamed) -> Streamed:
+def _client_gone(exchange: Exchange, answer: Sent) -> Sent:
     exchange.cancelled = True  # counted once, when the exchange is finished
     return answer
 
