@@ -29,11 +29,11 @@ from llmops.router.cluster import (
 from llmops.router.fastlane import FastLane
 from llmops.router.guard import admin_refusal, escapes_api_root, protocol_options
 from llmops.router.health import admit_new_backends, run_health_checks
-from llmops.router.inbound import HeadLimits, Inbound, Reply, Sent
+from llmops.router.inbound import HeadLimits, Inbound, Sent
 from llmops.router.loop import settle_collector
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
-from llmops.router.proxy import aiohttp_response, json_error, proxy_request, read_body
+from llmops.router.proxy import json_error, proxy_request, read_body
 from llmops.router.reload import ConfigWatcher
 from llmops.router.scrape import EngineScraper
 from llmops.router.server import GuardedSite
@@ -160,8 +160,8 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER]
     body = await read_body(request, router.config.server.body_timeout)
     transport = request.transport
-    if isinstance(body, Reply) or transport is None:
-        return aiohttp_response(body) if isinstance(body, Reply) else web.Response(status=499)
+    if isinstance(body, web.Response) or transport is None:
+        return body if isinstance(body, web.Response) else web.Response(status=499)
     inbound = Inbound(
         request.method,
         request.rel_url.raw_path_qs,

@@ -17,8 +17,6 @@ from llmops.router.inbound import HeadLimits, Inbound, parse_whole_request, send
 from llmops.router.proxy import error_reply, proxy_request
 from llmops.router.state import RouterState
 
-_UNAUTHORIZED = error_reply(401, "invalid or missing API key", "invalid_api_key")
-
 
 class FastLane:
     """Parses and answers fast-lane requests for one router."""
@@ -45,6 +43,7 @@ class FastLane:
         """Answer the request; whether the connection can carry another one."""
         allowed = self._router.inference_tokens.allowed_models(inbound.headers.get("Authorization"))
         if allowed is None:
-            return not send_reply(inbound, _UNAUTHORIZED).close
+            refusal = error_reply(401, "invalid or missing API key", "invalid_api_key")
+            return not send_reply(inbound, refusal).close
         inbound.allowed = allowed
         return not (await proxy_request(inbound, self._router)).close

@@ -54,10 +54,10 @@ class Inbound:
 
 @dataclass(slots=True)
 class Reply:
-    """A whole answer, for the server side to send."""
+    """A whole answer, to be framed by its length."""
 
     status: int
-    headers: list[tuple[str, str]]
+    fields: bytes  # its header lines, each with its CRLF
     body: bytes
     close: bool = False  # close the connection after it
 
@@ -136,18 +136,17 @@ def status_line(status: int) -> bytes:
 
 
 def encode_fields(headers: list[tuple[str, str]]) -> bytes:
-    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode(
-        "utf-8", "surrogateescape"
-    )
+    """Header lines, and a ``Date`` line: for the answers the router makes itself."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return text.encode("utf-8", "surrogateescape") + _date_header()
 
 
 def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
-    """The bytes of a whole answer, framed by Content-Length."""
+    """The bytes of a whole answer."""
     close = b"Connection: close\r\n" if reply.close or not keep_alive else b""
-    return b"%b%b%bContent-Length: %d\r\n%b\r\n%b" % (
+    return b"%b%bContent-Length: %d\r\n%b\r\n%b" % (
         status_line(reply.status),
-        encode_fields(reply.headers),
-        _date_header(),
+        reply.fields,
         len(reply.body),
         close,
         reply.body,

@@ -24,10 +24,10 @@ from llmops.router.accounting import account_failure, finish_exchange
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_success
 from llmops.router.exchange import Exchange
-from llmops.router.inbound import Inbound, Reply, Sent, send_reply
+from llmops.router.inbound import Inbound, Reply, Sent, encode_fields, send_reply
 from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
-from llmops.router.relay import relay_stream, response_headers
+from llmops.router.relay import answer_fields, relay_stream
 from llmops.router.state import RouterState
 from llmops.router.stream_usage import UsageTap, ask_for_usage
 from llmops.router.upstream import (
@@ -62,25 +62,25 @@ def error_reply(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> Reply:
     """An OpenAI-shaped error; ``Connection: close`` among ``headers`` closes the connection."""
-    fields = [("Content-Type", "application/json"), *(headers or {}).items()]
-    close = (headers or {}).get("Connection") == "close"
+    extra = {**(headers or {})}
+    close = extra.pop("Connection", None) == "close"
+    fields = encode_fields([("Content-Type", "application/json"), *extra.items()])
     return Reply(status, fields, error_json(status, message, code), close)
-
-
-def aiohttp_response(reply: Reply) -> web.Response:
-    response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-    if reply.close:
-        response.force_close()
-    return response
 
 
 def json_error(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return aiohttp_response(error_reply(status, message, code, headers))
+    """The same error, answered through aiohttp."""
+    return web.Response(
+        status=status,
+        body=error_json(status, message, code),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
-async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes | Reply:
+async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes | web.Response:
     """The request body, or an error response if it is too large or too slow to arrive."""
     try:
         if timeout_s is None or request.content.is_eof():  # all of it is in: no timer needed
@@ -89,12 +89,12 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
             return await request.read()
     except TimeoutError:
         message = f"request body not received within {timeout_s:g} s"
-        return error_reply(408, message, "body_timeout", {"Connection": "close"})
+        return json_error(408, message, "body_timeout", {"Connection": "close"})
     except RequestPayloadError as exc:  # bad chunked framing or content encoding
         message = f"request body cannot be read: {exc.__cause__ or exc}"
-        return error_reply(400, message, "invalid_body", {"Connection": "close"})
+        return json_error(400, message, "invalid_body", {"Connection": "close"})
     except web.HTTPRequestEntityTooLarge:
-        return error_reply(
+        return json_error(
             413,
             f"request body too large: limit is {request.client_max_size} bytes",
             "body_too_large",
@@ -204,7 +204,7 @@ async def _forward(
     reply_headers = [("Content-Type", failure.content_type), ("x-request-id", exchange.request_id)]
     if failure.retry_after_s is not None:
         reply_headers.append(("Retry-After", str(max(1, round(failure.retry_after_s)))))
-    return Reply(failure.status, reply_headers, failure.body)
+    return Reply(failure.status, encode_fields(reply_headers), failure.body)
 
 
 def _limited(limited: Limited, request_id: str) -> Reply:
@@ -266,7 +266,7 @@ async def _attempt(
         status = connection.status
         if status >= 400:
             failure = failure_from_response(
-                status, payload, connection.content_type, _header(connection, "retry-after")
+                status, payload, connection.content_type, connection.retry_after
             )
             if status in RETRYABLE_STATUSES:
                 return account_failure(router, backend, failure)
@@ -276,7 +276,7 @@ async def _attempt(
                 exchange.usage = usage_from_body(payload)
                 auth = inbound.headers.get("Authorization")
                 await router.limits.record_usage(backend, auth, exchange.usage)
-            reply = Reply(status, response_headers(connection, exchange.request_id), payload)
+            reply = Reply(status, answer_fields(connection, exchange.request_id), payload)
             return send_reply(inbound, reply)
         exchange.stream = True
         return await relay_stream(inbound, router, connection, watched, payload, backend, exchange)
@@ -312,7 +312,3 @@ async def _send(
         connection.send(head, body)
         await connection.response_head()
     return connection
-
-
-def _header(connection: UpstreamConnection, name: str) -> str | None:
-    return next((v for k, v in connection.headers if k.lower() == name), None)

@@ -14,7 +14,7 @@ import asyncio
 from llmops.openai import DONE_EVENT, sse_event
 from llmops.router.accounting import account_failure
 from llmops.router.exchange import Exchange
-from llmops.router.inbound import Inbound, Sent, encode_fields, status_line
+from llmops.router.inbound import Inbound, Sent, status_line
 from llmops.router.pool import BackendState
 from llmops.router.state import RouterState
 from llmops.router.stream_usage import UsageTap
@@ -23,8 +23,9 @@ from llmops.router.upstream_http import UpstreamConnection, UpstreamError
 from llmops.router.watchdog import WatchedRequest
 
 
-def response_headers(connection: UpstreamConnection, request_id: str) -> list[tuple[str, str]]:
-    return [*connection.headers, ("x-request-id", request_id)]
+def answer_fields(connection: UpstreamConnection, request_id: str) -> bytes:
+    """The header lines of the backend's answer as the client gets them."""
+    return b"%bx-request-id: %b\r\n" % (connection.fields, request_id.encode())
 
 
 _CHUNKED = b"Transfer-Encoding: chunked\r\n\r\n"
@@ -54,7 +55,7 @@ async def relay_stream(
     gone = Sent(connection.status, close=True)
     head = (
         status_line(connection.status)
-        + encode_fields(response_headers(connection, exchange.request_id))
+        + answer_fields(connection, exchange.request_id)
         + (_CHUNKED if chunked else _CLOSE)
     )
     tap = exchange.usage_tap

@@ -36,6 +36,11 @@ HOP_BY_HOP = frozenset(
         "content-length",
     )
 )
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+# What the client reads of a response head; the rest only passes through.
+_READ_FIELDS = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"content-type", b"retry-after")
+)
 _HIGH_WATER_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _IDLE_REUSE_S = 4.0  # engines behind uvicorn drop idle keep-alive connections after 5 s
@@ -86,7 +91,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._in_use = False  # a request was sent and its answer is awaited
         self._head_done: asyncio.Future[None] = self._loop.create_future()
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self.fields = b""  # the end-to-end header lines, each with its CRLF
+        self.retry_after: str | None = None
         self.content_type = ""
         self._keep_alive = True
         self._remaining = -1  # body bytes still to come; -1 = until close
@@ -160,29 +166,33 @@ class UpstreamConnection(asyncio.Protocol):
             return False
         self.status = int(parts[1])
         self._keep_alive = parts[0] == b"HTTP/1.1"
-        headers = []
+        fields = []
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
                 self._fail_head("bad header line")
                 return False
-            text_name = name.decode("latin-1").strip()
-            text_value = value.decode("latin-1").strip()
-            lower = text_name.lower()
-            if lower not in HOP_BY_HOP:
-                headers.append((text_name, text_value))
-            if lower == "content-length":
-                if not text_value.isdigit():
+            lower = name.strip().lower()
+            if lower not in _HOP_BY_HOP_BYTES:
+                fields.append(line)
+            if lower not in _READ_FIELDS:
+                continue
+            text = value.strip().decode("latin-1")
+            if lower == b"content-length":
+                if not text.isdigit():
                     self._fail_head("bad content-length")
                     return False
-                self._remaining = int(text_value)
-            elif lower == "transfer-encoding":
-                self._chunked = "chunked" in text_value.lower()
-            elif lower == "connection":
-                self._keep_alive = "close" not in text_value.lower() and self._keep_alive
-            elif lower == "content-type":
-                self.content_type = text_value.partition(";")[0].strip().lower()
-        self.headers = headers  # end to end only: what a proxy passes on
+                self._remaining = int(text)
+            elif lower == b"transfer-encoding":
+                self._chunked = "chunked" in text.lower()
+            elif lower == b"connection":
+                self._keep_alive = "close" not in text.lower() and self._keep_alive
+            elif lower == b"content-type":
+                self.content_type = text.partition(";")[0].strip().lower()
+            else:
+                self.retry_after = text
+        # End to end only, as the backend sent them: what a proxy passes on.
+        self.fields = b"".join(line + b"\r\n" for line in fields)
         if self._chunked:
             self._remaining = 0
         elif self.status in (204, 304) or (100 <= self.status < 200):
