@@ -29,7 +29,7 @@ from llmops.router.cluster import (
 from llmops.router.fastlane import FastLane
 from llmops.router.guard import admin_refusal, escapes_api_root, protocol_options
 from llmops.router.health import admit_new_backends, run_health_checks
-from llmops.router.inbound import HeadLimits, Inbound, Sent
+from llmops.router.inbound import HeadLimits, Inbound, Sent, forwarded_fields
 from llmops.router.loop import settle_collector
 from llmops.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llmops.router.notify import run_notifier
@@ -167,6 +167,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         request.rel_url.raw_path_qs,
         request.path,
         request.headers,
+        forwarded_fields(request.headers),
         body,
         request.keep_alive,
         request.version >= (1, 1),

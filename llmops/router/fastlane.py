@@ -32,11 +32,13 @@ class FastLane:
         parsed = parse_whole_request(data, self._limits)
         if parsed is None:
             return None
-        target, headers, body, keep_alive, length = parsed
+        target, headers, forward, body, keep_alive, length = parsed
         if escapes_api_root(target):  # aiohttp's side answers it
             return None
         path = target.partition("?")[0]
-        inbound = Inbound("POST", target, path, headers, body, keep_alive, True, transport, ())
+        inbound = Inbound(
+            "POST", target, path, headers, forward, body, keep_alive, True, transport, ()
+        )
         return inbound, length
 
     async def answer(self, inbound: Inbound) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from llmops.router.upstream_http import HOP_BY_HOP
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 # Visible ASCII, no percent-encoding, backslash or space: nothing to decode in the path.
@@ -25,6 +27,10 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"[ \t]*([!-~](?:[ \t!-~]*[!-~])?)?[ \t]*")
 # Request headers that ask for more than the fast lane does: aiohttp handles those.
 _DECLINED = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"})
+#: Client headers a backend never sees: hop-by-hop ones, the client's own key (the backend's
+#: is sent instead), its request id (the router's goes), and a body encoding already undone.
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-request-id", "content-encoding"}
+_NOT_FORWARDED_BYTES = frozenset(name.encode() for name in NOT_FORWARDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,7 @@ class Inbound:
     target: str  # the path and query as the client sent them
     path: str  # the decoded path
     headers: CIMultiDict[str] | CIMultiDictProxy[str]
+    forward: bytes  # the header lines the backend gets, each with its CRLF
     body: bytes
     keep_alive: bool  # the client keeps the connection after this answer
     chunked: bool  # the client reads chunked bodies (HTTP/1.1)
@@ -73,9 +80,9 @@ class Sent:
 
 def parse_whole_request(
     data: bytes, limits: HeadLimits
-) -> tuple[str, CIMultiDict[str], bytes, bool, int] | None:
-    """``(target, headers, body, keep_alive, length)`` of a whole, ordinary inference
-    request at the start of ``data``, or None for anything else."""
+) -> tuple[str, CIMultiDict[str], bytes, bytes, bool, int] | None:
+    """``(target, headers, forward, body, keep_alive, length)`` of a whole, ordinary
+    inference request at the start of ``data``, or None for anything else."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -85,6 +92,7 @@ def parse_whole_request(
     if line is None or too_long:
         return None
     headers: CIMultiDict[str] = CIMultiDict()
+    forward = []
     length: int | None = None
     keep_alive = True
     for field in lines[1:]:
@@ -111,12 +119,15 @@ def parse_whole_request(
                 return None
             keep_alive = b"close" not in options
         headers.add(name.decode("ascii"), text.decode("ascii"))
+        if lower not in _NOT_FORWARDED_BYTES:
+            forward.append(field + b"\r\n")
     if length is None or length > limits.max_body_bytes:
         return None
     total = end + 4 + length
     if len(data) < total:
         return None
-    return line.group(1).decode("ascii"), headers, data[end + 4 : total], keep_alive, total
+    target = line.group(1).decode("ascii")
+    return target, headers, b"".join(forward), data[end + 4 : total], keep_alive, total
 
 
 _date: tuple[int, bytes] = (0, b"")
@@ -135,10 +146,20 @@ def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, "Unknown").encode())
 
 
-def encode_fields(headers: list[tuple[str, str]]) -> bytes:
-    """Header lines, and a ``Date`` line: for the answers the router makes itself."""
+def encode_fields(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines, each with its CRLF."""
     text = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    return text.encode("utf-8", "surrogateescape") + _date_header()
+    return text.encode("utf-8", "surrogateescape")
+
+
+def forwarded_fields(headers: Mapping[str, str]) -> bytes:
+    """The header lines of a client's request that its backend gets."""
+    return encode_fields((k, v) for k, v in headers.items() if k.lower() not in NOT_FORWARDED)
+
+
+def own_fields(headers: Iterable[tuple[str, str]]) -> bytes:
+    """The header lines of an answer the router makes itself, with a ``Date``."""
+    return encode_fields(headers) + _date_header()
 
 
 def encode_reply(reply: Reply, keep_alive: bool) -> bytes:

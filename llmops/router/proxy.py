@@ -24,7 +24,7 @@ from llmops.router.accounting import account_failure, finish_exchange
 from llmops.router.balance import pick_backend
 from llmops.router.breaker import record_success
 from llmops.router.exchange import Exchange
-from llmops.router.inbound import Inbound, Reply, Sent, encode_fields, send_reply
+from llmops.router.inbound import Inbound, Reply, Sent, own_fields, send_reply
 from llmops.router.limits import Limited, acquire_backend
 from llmops.router.pool import BackendState
 from llmops.router.relay import answer_fields, relay_stream
@@ -37,7 +37,6 @@ from llmops.router.upstream import (
     failure_from_response,
 )
 from llmops.router.upstream_http import (
-    HOP_BY_HOP,
     UpstreamConnection,
     UpstreamDisconnected,
     UpstreamError,
@@ -46,7 +45,6 @@ from llmops.router.upstream_http import (
 )
 from llmops.router.watchdog import WatchedRequest
 
-_DROP_FROM_CLIENT = HOP_BY_HOP | {"authorization", "x-request-id", "content-encoding"}
 # Request ids: unique per process start, then a counter (uuid4 costs a syscall each time).
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_counter = itertools.count(1)
@@ -64,7 +62,7 @@ def error_reply(
     """An OpenAI-shaped error; ``Connection: close`` among ``headers`` closes the connection."""
     extra = {**(headers or {})}
     close = extra.pop("Connection", None) == "close"
-    fields = encode_fields([("Content-Type", "application/json"), *extra.items()])
+    fields = own_fields([("Content-Type", "application/json"), *extra.items()])
     return Reply(status, fields, error_json(status, message, code), close)
 
 
@@ -130,12 +128,11 @@ async def proxy_request(inbound: Inbound, router: RouterState) -> Sent:
         return send_reply(inbound, missing)
 
     request_id = inbound.headers.get("x-request-id") or _next_request_id()
-    headers = [(k, v) for k, v in inbound.headers.items() if k.lower() not in _DROP_FROM_CLIENT]
-    headers.append(("x-request-id", request_id))
+    fields = b"%bx-request-id: %b\r\n" % (inbound.forward, request_id.encode())
     loop = asyncio.get_running_loop()
     exchange = Exchange(request_id, model, loop.time())
     try:
-        answer = await _forward(inbound, router, candidates, headers, parsed, exchange)
+        answer = await _forward(inbound, router, candidates, fields, parsed, exchange)
         sent = send_reply(inbound, answer) if isinstance(answer, Reply) else answer
         exchange.status = sent.status
         return sent
@@ -152,7 +149,7 @@ async def _forward(
     inbound: Inbound,
     router: RouterState,
     candidates: tuple[BackendState, ...],
-    headers: list[tuple[str, str]],
+    fields: bytes,
     parsed: dict[str, Any],
     exchange: Exchange,
 ) -> Reply | Sent:
@@ -191,7 +188,7 @@ async def _forward(
             await asyncio.sleep(_retry_delay(attempt, failure, deadline, router.rng))
         exchange.attempts = attempt + 1
         exchange.backend_id = backend.id
-        outcome = await _attempt(inbound, router, backend, path, headers, parsed, body, exchange)
+        outcome = await _attempt(inbound, router, backend, path, fields, parsed, body, exchange)
         if not isinstance(outcome, UpstreamFailure):
             return outcome
         failure = outcome
@@ -204,7 +201,7 @@ async def _forward(
     reply_headers = [("Content-Type", failure.content_type), ("x-request-id", exchange.request_id)]
     if failure.retry_after_s is not None:
         reply_headers.append(("Retry-After", str(max(1, round(failure.retry_after_s)))))
-    return Reply(failure.status, encode_fields(reply_headers), failure.body)
+    return Reply(failure.status, own_fields(reply_headers), failure.body)
 
 
 def _limited(limited: Limited, request_id: str) -> Reply:
@@ -227,7 +224,7 @@ async def _attempt(
     router: RouterState,
     backend: BackendState,
     path: str,
-    headers: list[tuple[str, str]],
+    fields: bytes,
     parsed: dict[str, Any],
     body: bytes,
     exchange: Exchange,
@@ -242,7 +239,7 @@ async def _attempt(
         inbound.method,
         upstream.path_prefix + path,
         upstream.pool.host_header,
-        [*headers, *upstream.extra_headers],
+        fields + upstream.extra_fields,
         len(body),
     )
     backend.in_flight += 1

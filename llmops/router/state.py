@@ -88,7 +88,7 @@ class RouterState:
             port = parts.port or (443 if secure else 80)
             pool = UpstreamPool(parts.hostname or "", port, self.upstream_ssl if secure else None)
             self._pools[key] = pool
-        auth = (("Authorization", f"Bearer {backend.api_key}"),) if backend.api_key else ()
+        auth = f"Authorization: Bearer {backend.api_key}\r\n".encode() if backend.api_key else b""
         state.upstream = UpstreamTarget(pool, parts.path, auth)
         return state.upstream
 

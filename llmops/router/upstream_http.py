@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmops.errors import LlmopsError
@@ -469,14 +469,16 @@ class UpstreamTarget:
 
     pool: UpstreamPool
     path_prefix: str  # the api_base path, e.g. "/v1": requests for /v1/<rest> go to <prefix>/<rest>
-    extra_headers: tuple[tuple[str, str], ...]  # the backend's Authorization, if it has a key
+    extra_fields: bytes  # header lines every request carries (the backend's Authorization)
 
 
-def encode_head(
-    method: str, target: str, host_header: str, headers: Sequence[tuple[str, str]], body_len: int
-) -> bytes:
-    """The request line and headers, ready for the socket."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    lines.append(f"Content-Length: {body_len}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+def encode_head(method: str, target: str, host_header: str, fields: bytes, body_len: int) -> bytes:
+    """The request line and headers, ready for the socket; ``fields`` are header lines,
+    each with its CRLF."""
+    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%bContent-Length: %d\r\n\r\n" % (
+        method.encode(),
+        target.encode("utf-8", "surrogateescape"),
+        host_header.encode(),
+        fields,
+        body_len,
+    )

@@ -153,8 +153,11 @@ async def test_least_load_avoids_an_engine_busy_with_traffic_from_elsewhere(
             assert time.monotonic() < deadline, engines
             await asyncio.sleep(0.05)
         sent: dict[str, int] = {}
+        # In-flight counts tie at zero for sequential requests: least-connections picks at
+        # random, so it gets enough requests that a fair coin almost never stays under 4.
+        requests = {"least-load": 12, "least-connections": 20}
         for strategy, url in routers.items():
-            for _ in range(12):
+            for _ in range(requests[strategy]):
                 async with http.post(
                     f"{url}/v1/chat/completions", json={**STREAM, "max_tokens": 1}
                 ) as response:
@@ -168,7 +171,7 @@ async def test_least_load_avoids_an_engine_busy_with_traffic_from_elsewhere(
             task.cancel()
         await asyncio.gather(*outside, return_exceptions=True)
     # In-flight counts cannot see the other client: about half go to the queued engine.
-    assert sent["least-connections"] >= 3, sent
+    assert sent["least-connections"] >= 4, sent
     # least-load sees the queue in every fresh scrape (one may go stale on a busy machine).
     assert sent["least-load"] <= 1, sent
 

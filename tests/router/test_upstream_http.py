@@ -82,7 +82,7 @@ async def roundtrip(pool: UpstreamPool, body: bytes = b"{}") -> tuple[int, bytes
     connection = await pool.acquire(1.0)
     try:
         head = encode_head(
-            "POST", "/v1/chat/completions", pool.host_header, [("x-a", "1")], len(body)
+            "POST", "/v1/chat/completions", pool.host_header, b"x-a: 1\r\n", len(body)
         )
         connection.send(head, body)
         await connection.response_head()
@@ -175,7 +175,7 @@ async def test_a_relay_passes_whole_chunks_on_as_they_came_and_decodes_the_rest(
     relayed: list[bytes] = []
     try:
         connection = await pool.acquire(1.0)
-        connection.send(encode_head("POST", "/x", pool.host_header, [], 0), b"")
+        connection.send(encode_head("POST", "/x", pool.host_header, b"", 0), b"")
         await connection.response_head()
         await connection.relay(relayed.append, lambda framed: relayed.append(dechunk(framed)))
         assert b"".join(relayed) == b"".join(pieces)
@@ -207,7 +207,7 @@ async def test_a_relay_passes_on_each_token_chunk_byte_for_byte() -> None:
     pool = UpstreamPool("127.0.0.1", server.sockets[0].getsockname()[1], None)
     try:
         connection = await pool.acquire(1.0)
-        connection.send(encode_head("POST", "/x", pool.host_header, [], 0), b"")
+        connection.send(encode_head("POST", "/x", pool.host_header, b"", 0), b"")
         await connection.response_head()
         assert await connection.read_chunk() == b"hello"
         decoded: list[bytes] = []
@@ -297,7 +297,7 @@ async def test_a_slow_reader_pauses_the_socket(raw_server: StartRaw) -> None:
     _, port = await raw_server(lambda _: [head] + [megabyte] * 8)
     pool = UpstreamPool("127.0.0.1", port, None)
     connection = await pool.acquire(1.0)
-    connection.send(encode_head("POST", "/", pool.host_header, [], 0), b"")
+    connection.send(encode_head("POST", "/", pool.host_header, b"", 0), b"")
     await connection.response_head()
     await asyncio.sleep(0.3)  # the server writes as fast as it can while nobody reads
     buffered = sum(len(piece) for piece in connection._body)
