@@ -119,9 +119,8 @@ def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, f
                     if proxy is not None:
                         proxy.terminate()
                         proxy.wait()
-                chunks = (
-                    result["total_output_tokens"] + 3 * result["completed"]
-                )  # role, finish, [DONE]
+                # One event per token, and the role, finish, usage and [DONE] events.
+                chunks = result["total_output_tokens"] + 4 * result["completed"]
                 results[name].append(
                     {
                         "chunks_per_s": chunks / result["duration"],

@@ -22,7 +22,7 @@ from llmops.router.upstream_http import HOP_BY_HOP
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 # Visible ASCII, no percent-encoding, backslash or space: nothing to decode in the path.
-_REQUEST_LINE = re.compile(rb"POST (/v1/[!-$&-\[\]-~]*) HTTP/1\.1")
+_REQUEST_LINE = re.compile(rb"POST (/v1/[!-$&-\[\]-~]+) HTTP/1\.1")
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"[ \t]*([!-~](?:[ \t!-~]*[!-~])?)?[ \t]*")
 # Request headers that ask for more than the fast lane does: aiohttp handles those.

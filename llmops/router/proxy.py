@@ -59,11 +59,9 @@ def _next_request_id() -> str:
 def error_reply(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> Reply:
-    """An OpenAI-shaped error; ``Connection: close`` among ``headers`` closes the connection."""
-    extra = {**(headers or {})}
-    close = extra.pop("Connection", None) == "close"
-    fields = own_fields([("Content-Type", "application/json"), *extra.items()])
-    return Reply(status, fields, error_json(status, message, code), close)
+    """An OpenAI-shaped error."""
+    fields = own_fields([("Content-Type", "application/json"), *(headers or {}).items()])
+    return Reply(status, fields, error_json(status, message, code))
 
 
 def json_error(

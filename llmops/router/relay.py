@@ -1,10 +1,11 @@
 """Relaying an upstream event stream to the client as it arrives.
 
 The response head leaves with the first chunk; after it, each piece of the body the
-upstream socket delivers is framed and written to the client socket from the upstream's
-read callback: no task switch, no per-chunk objects. A client that reads slowly pauses the
-upstream socket (backpressure to the engine). The stream's last bytes and its end marker
-leave together.
+upstream socket delivers is written to the client socket from the upstream's read
+callback: no task switch, no per-chunk objects, and whole chunks of a chunked upstream body
+pass to a chunked client as they came (anything else is framed here). A client that reads
+slowly pauses the upstream socket (backpressure to the engine). The stream's last bytes
+and its end marker leave together.
 """
 
 from __future__ import annotations
