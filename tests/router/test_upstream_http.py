@@ -102,6 +102,17 @@ def chunked(pieces: list[bytes]) -> bytes:
 StartRaw = Callable[..., Awaitable[tuple[RawServer, int]]]
 
 
+def cut(raw: bytes, cuts: list[int]) -> list[bytes]:
+    """``raw`` as packets, cut at the given offsets."""
+    packets, position = [], 0
+    for offset in sorted(set(cuts)):
+        if position < offset < len(raw):
+            packets.append(raw[position:offset])
+            position = offset
+    packets.append(raw[position:])
+    return packets
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -116,13 +127,7 @@ async def test_chunked_bodies_decode_whatever_the_packet_boundaries(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n"
         + chunked(pieces)
     )
-    packets, position = [], 0
-    for cut in sorted(set(cuts)):
-        if position < cut < len(raw):
-            packets.append(raw[position:cut])
-            position = cut
-    packets.append(raw[position:])
-    server = RawServer(lambda _: packets)
+    server = RawServer(lambda _: cut(raw, cuts))
     port = await server.start()
     pool = UpstreamPool("127.0.0.1", port, None)
     try:
@@ -164,13 +169,7 @@ async def test_a_relay_passes_whole_chunks_on_as_they_came_and_decodes_the_rest(
         else chunked(pieces)  # with chunk extensions: never passed on as they are
     )
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
-    packets, position = [], 0
-    for cut in sorted(set(cuts)):
-        if position < cut < len(raw):
-            packets.append(raw[position:cut])
-            position = cut
-    packets.append(raw[position:])
-    server = RawServer(lambda _: packets)
+    server = RawServer(lambda _: cut(raw, cuts))
     pool = UpstreamPool("127.0.0.1", await server.start(), None)
     relayed: list[bytes] = []
     try:
