@@ -159,9 +159,11 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
         return json_error(400, "the path must not contain . or .. segments", "invalid_path")
     router = request.app[ROUTER]
     body = await read_body(request, router.config.server.body_timeout)
+    if isinstance(body, web.Response):
+        return body
     transport = request.transport
-    if isinstance(body, web.Response) or transport is None:
-        return body if isinstance(body, web.Response) else web.Response(status=499)
+    if transport is None:  # the client has gone
+        return web.Response(status=499)
     inbound = Inbound(
         request.method,
         request.rel_url.raw_path_qs,
