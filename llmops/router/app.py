@@ -350,6 +350,7 @@ async def running_router(
         bind_port,
         max_connections=server.max_connections,
         header_timeout_s=server.header_timeout,
+        body_timeout_s=server.body_timeout,
         lane=FastLane(
             app[ROUTER],
             HeadLimits(server.max_header_bytes, server.max_headers, server.max_body_bytes),

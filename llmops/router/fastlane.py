@@ -1,11 +1,12 @@
 """The fast lane: inference requests answered without aiohttp's request machinery.
 
-Every connection starts in the fast lane. A request that is whole in one read and ordinary
-(``parse_whole_request``: an HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body) is
-proxied from here and its answer written straight to the socket. The first request that
-is not hands the connection to aiohttp for good, its bytes untouched, so every edge of
-HTTP (bodies in pieces, chunked or compressed bodies, ``Expect``, HTTP/1.0, bad heads,
-other paths) keeps aiohttp's handling. The request handler in ``server`` does the handing.
+Every connection starts in the fast lane. An ordinary request (``parse_whole_request``: an
+HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body, its head in one read) is
+gathered until its body is in, proxied from here, and its answer written straight to the
+socket. The first request that is not ordinary hands the connection to aiohttp for good,
+its bytes untouched, so every edge of HTTP (a head in pieces, chunked or compressed bodies,
+``Expect``, HTTP/1.0, bad heads, other paths) keeps aiohttp's handling. The request
+handler in ``server`` does the gathering and the handing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from __future__ import annotations
 import asyncio
 
 from llmops.router.guard import escapes_api_root
-from llmops.router.inbound import HeadLimits, Inbound, parse_whole_request, send_reply
+from llmops.router.inbound import (
+    HeadLimits,
+    Inbound,
+    WholeRequest,
+    parse_whole_request,
+    send_reply,
+)
 from llmops.router.proxy import error_reply, proxy_request
 from llmops.router.state import RouterState
 
@@ -27,19 +34,28 @@ class FastLane:
         self._router = router
         self._limits = limits
 
-    def take(self, data: bytes, transport: asyncio.Transport) -> tuple[Inbound, int] | None:
-        """The request at the start of ``data`` and its length, if the fast lane takes it."""
+    def take(self, data: bytes, transport: asyncio.Transport) -> tuple[Inbound, int] | int | None:
+        """The request at the start of ``data`` and its length, if the fast lane takes it;
+        the length it will have, if the lane takes its head and its body is still coming."""
         parsed = parse_whole_request(data, self._limits)
-        if parsed is None:
+        if not isinstance(parsed, WholeRequest):
+            return parsed
+        if escapes_api_root(parsed.target):  # aiohttp's side answers it
             return None
-        target, headers, forward, body, keep_alive, length = parsed
-        if escapes_api_root(target):  # aiohttp's side answers it
-            return None
-        path = target.partition("?")[0]
+        path = parsed.target.partition("?")[0]
         inbound = Inbound(
-            "POST", target, path, headers, forward, body, keep_alive, True, transport, ()
+            "POST",
+            parsed.target,
+            path,
+            parsed.headers,
+            parsed.forward,
+            parsed.body,
+            parsed.keep_alive,
+            True,
+            transport,
+            (),
         )
-        return inbound, length
+        return inbound, parsed.length
 
     async def answer(self, inbound: Inbound) -> bool:
         """Answer the request; whether the connection can carry another one."""

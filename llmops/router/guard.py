@@ -20,7 +20,7 @@ from llmops.config.router import ServerConfig
 
 AdminRefusal = Literal["unauthorized", "forbidden"]
 
-_LINGER_S = 2.0  # reading (and dropping) an unread body after an early answer
+LINGER_S = 2.0  # reading (and dropping) an unread body after an early answer
 
 
 def is_loopback(peer: str | None) -> bool:
@@ -68,7 +68,7 @@ def protocol_options(server: ServerConfig) -> dict[str, Any]:
         "max_field_size": server.max_header_bytes,
         "max_headers": server.max_headers,
         # After an early answer (408, 413), drain an unread body this long, then close.
-        "lingering_time": _LINGER_S,
+        "lingering_time": LINGER_S,
         "logger": SERVER_LOG,
     }
 

@@ -1,9 +1,9 @@
 """A client's request and the router's answer as the data path sees them, whichever server
 side parsed the request, and the bytes of an answer on the wire.
 
-``parse_whole_request`` is the fast lane's parser: it accepts only the common case (a
-whole HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body and an ordinary head, all
-in hand) and says None to anything else, which aiohttp's parser then handles.
+``parse_whole_request`` is the fast lane's parser: it accepts only the common case (an
+HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body and an ordinary head) and says
+None to anything else, which aiohttp's parser then handles.
 """
 
 from __future__ import annotations
@@ -78,11 +78,22 @@ class Sent:
     close: bool  # the connection cannot carry another request
 
 
-def parse_whole_request(
-    data: bytes, limits: HeadLimits
-) -> tuple[str, CIMultiDict[str], bytes, bytes, bool, int] | None:
-    """``(target, headers, forward, body, keep_alive, length)`` of a whole, ordinary
-    inference request at the start of ``data``, or None for anything else."""
+@dataclass(slots=True)
+class WholeRequest:
+    """An ordinary inference request, parsed by the fast lane."""
+
+    target: str
+    headers: CIMultiDict[str]
+    forward: bytes  # the header lines the backend gets
+    body: bytes
+    keep_alive: bool
+    length: int  # how many bytes of the data it took
+
+
+def parse_whole_request(data: bytes, limits: HeadLimits) -> WholeRequest | int | None:
+    """The ordinary inference request at the start of ``data``; if its head is in and
+    ordinary but its body is still coming, how many bytes the whole request takes; None
+    for anything else."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -125,9 +136,11 @@ def parse_whole_request(
         return None
     total = end + 4 + length
     if len(data) < total:
-        return None
+        return total
     target = line.group(1).decode("ascii")
-    return target, headers, b"".join(forward), data[end + 4 : total], keep_alive, total
+    return WholeRequest(
+        target, headers, b"".join(forward), data[end + 4 : total], keep_alive, total
+    )
 
 
 _date: tuple[int, bytes] = (0, b"")

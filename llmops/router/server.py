@@ -17,8 +17,9 @@ from aiohttp.web_request import BaseRequest
 
 from llmops.openai import error_json
 from llmops.router.fastlane import FastLane
-from llmops.router.guard import SERVER_LOG
-from llmops.router.inbound import Inbound
+from llmops.router.guard import LINGER_S, SERVER_LOG
+from llmops.router.inbound import Inbound, encode_reply
+from llmops.router.proxy import error_reply
 
 _BUSY_BODY = error_json(
     503, "the router has too many open connections; retry shortly", "too_many_connections"
@@ -105,7 +106,8 @@ class _GuardedHandler(RequestHandler):
     """aiohttp's request handler with a deadline for each request head, with the answers
     aiohttp makes itself (a head it cannot parse, bad body framing, an unknown ``Expect``)
     as OpenAI-shaped JSON like every other error of the router, and with the fast lane in
-    front of aiohttp's parser until the first request the lane does not take.
+    front of aiohttp's parser until the first request the lane does not take. A lane
+    request whose body comes in pieces is gathered here, within ``body_timeout_s``.
 
     A head must be complete ``head_timeout_s`` after the connection opened (first request)
     or after its first byte arrived (later ones); an idle keep-alive connection is aiohttp's
@@ -114,7 +116,19 @@ class _GuardedHandler(RequestHandler):
     shutdown waits for it as for any other.
     """
 
-    __slots__ = ("_head_started", "_head_timeout_s", "_head_timer", "_held", "_lane", "_lane_task")
+    __slots__ = (
+        "_body_timeout_s",
+        "_discarding",
+        "_gather_needed",
+        "_gather_timer",
+        "_gathered",
+        "_head_started",
+        "_head_timeout_s",
+        "_head_timer",
+        "_held",
+        "_lane",
+        "_lane_task",
+    )
 
     def __init__(
         self,
@@ -122,16 +136,22 @@ class _GuardedHandler(RequestHandler):
         *,
         loop: asyncio.AbstractEventLoop,
         head_timeout_s: float,
+        body_timeout_s: float,
         lane: FastLane | None,
         **options: Any,
     ) -> None:
         super().__init__(manager, loop=loop, **options)
         self._head_timeout_s = head_timeout_s
+        self._body_timeout_s = body_timeout_s
         self._head_started: float | None = None  # when the awaited head began (None: not yet)
         self._head_timer: asyncio.TimerHandle | None = None
         self._lane = lane  # None once aiohttp parses this connection
         self._lane_task: asyncio.Task[None] | None = None
         self._held = b""  # what arrived while the fast lane was answering
+        self._gathered: bytearray | None = None  # a lane request whose body is still coming
+        self._gather_needed = 0  # its whole length
+        self._gather_timer: asyncio.TimerHandle | None = None
+        self._discarding = False  # after a 408: read and drop until the connection closes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -148,6 +168,14 @@ class _GuardedHandler(RequestHandler):
                 if len(self._held) > _MAX_HEAD_BYTES and self.transport is not None:
                     self.transport.pause_reading()  # resumed when the answer is done
                 return
+            if self._discarding:
+                return
+            if self._gathered is not None:  # more of a lane request's body
+                self._gathered += data
+                if len(self._gathered) < self._gather_needed:
+                    return
+                data = bytes(self._gathered)
+                self._stop_gathering()
             if self._enter_lane(data):
                 return
             self._lane = None
@@ -166,6 +194,12 @@ class _GuardedHandler(RequestHandler):
         taken = self._lane.take(data, transport)
         if taken is None:
             return False
+        if isinstance(taken, int):  # an ordinary head; its body is still coming
+            self._gathered = bytearray(data)
+            self._gather_needed = taken
+            self._head_started = None  # the head is in: the body has its own deadline
+            self._gather_timer = self._loop.call_later(self._body_timeout_s, self._body_too_slow)
+            return True
         inbound, length = taken
         self._held = data[length:]
         self._request_in_progress = True  # aiohttp's flag: its shutdown waits for the answer
@@ -200,9 +234,28 @@ class _GuardedHandler(RequestHandler):
         if held:
             self.data_received(held)
 
+    def _stop_gathering(self) -> None:
+        self._gathered = None
+        if self._gather_timer is not None:
+            self._gather_timer.cancel()
+            self._gather_timer = None
+
+    def _body_too_slow(self) -> None:
+        """A 408, as aiohttp's side answers a slow body; what the client still sends is read
+        and dropped for a moment, so that the answer is not lost to a reset."""
+        self._gather_timer = None
+        self._gathered = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        message = f"request body not received within {self._body_timeout_s:g} s"
+        transport.write(encode_reply(error_reply(408, message, "body_timeout"), False))
+        self._discarding = True
+        self._loop.call_later(LINGER_S, self.force_close)
+
     def _process_keepalive(self) -> None:
-        if self._lane_task is not None:  # answering: the idle clock restarts afterwards
-            self._keepalive_handle = None
+        if self._lane_task is not None or self._gathered is not None:  # not idle
+            self._keepalive_handle = None  # the idle clock restarts when the answer is out
             return
         super()._process_keepalive()
 
@@ -212,6 +265,7 @@ class _GuardedHandler(RequestHandler):
             self._head_timer = None
         if self._lane_task is not None:
             self._lane_task.cancel()  # the client went away: so does its request
+        self._stop_gathering()
         super().connection_lost(exc)
 
     def _awaiting_head(self) -> bool:
@@ -261,7 +315,7 @@ class GuardedSite(web.TCPSite):
     each holds up to ``max_connections``.
     """
 
-    __slots__ = ("_head_timeout_s", "_lane", "_max_connections")
+    __slots__ = ("_body_timeout_s", "_head_timeout_s", "_lane", "_max_connections")
 
     def __init__(
         self,
@@ -271,6 +325,7 @@ class GuardedSite(web.TCPSite):
         *,
         max_connections: int,
         header_timeout_s: float,
+        body_timeout_s: float,
         lane: FastLane | None,
         ssl_context: ssl.SSLContext | None,
         backlog: int,
@@ -281,6 +336,7 @@ class GuardedSite(web.TCPSite):
         )
         self._max_connections = max_connections
         self._head_timeout_s = header_timeout_s
+        self._body_timeout_s = body_timeout_s
         self._lane = lane
 
     async def start(self) -> None:
@@ -291,16 +347,14 @@ class GuardedSite(web.TCPSite):
         cap = self._max_connections
 
         options = server._kwargs  # what AppRunner was given for its request handlers
-        head_timeout_s = self._head_timeout_s
+        timeouts = {"head_timeout_s": self._head_timeout_s, "body_timeout_s": self._body_timeout_s}
         lane = self._lane
 
         def guarded_protocol() -> asyncio.Protocol:
             # The server's own table of open connections: O(1), and exactly what it serves.
             if len(server._connections) >= cap:
                 return _Refusal(loop)
-            return _GuardedHandler(
-                server, loop=loop, head_timeout_s=head_timeout_s, lane=lane, **options
-            )
+            return _GuardedHandler(server, loop=loop, lane=lane, **timeouts, **options)
 
         self._server = await loop.create_server(
             guarded_protocol,

@@ -111,6 +111,25 @@ async def test_a_request_in_pieces_is_answered_and_the_connection_goes_on(
     assert sim.state.by_path["/v1/chat/completions"] == 2
 
 
+async def test_a_body_in_pieces_is_gathered_and_answered(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    sim = await start_sim(model="m")
+    url = await start_router(router_config([("m", sim.url)]))
+    reader, writer = await connect(url)
+    for tag in ("first", "second"):
+        raw = post(chat(" ".join([tag] * 2000)), f"X-Request-Id: {tag}")  # a long prompt
+        head_end = raw.index(b"\r\n\r\n") + 4
+        for piece in (raw[:head_end], raw[head_end : head_end + 100], raw[head_end + 100 :]):
+            writer.write(piece)
+            await asyncio.sleep(0.05)
+        status, headers, body = await read_response(reader)
+        assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == tag
+        assert orjson.loads(body)["usage"]["prompt_tokens"] > 1000  # the whole prompt arrived
+    writer.close()
+    assert sim.state.by_path["/v1/chat/completions"] == 2
+
+
 async def test_connection_close_is_honoured(start_sim: StartSim, start_router: StartRouter) -> None:
     sim = await start_sim(model="m")
     url = await start_router(router_config([("m", sim.url)]))
