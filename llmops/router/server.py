@@ -189,14 +189,18 @@ class _GuardedHandler(RequestHandler):
         """Start answering the request at the start of ``data`` if the fast lane takes it."""
         assert self._lane is not None
         transport = self.transport
-        if self._force_close or transport is None:
+        admitted = self._request_in_progress  # a gathered request, its body now in
+        if transport is None or (self._force_close and not admitted):
             return False
         taken = self._lane.take(data, transport)
         if taken is None:
+            if admitted:
+                self._request_done()  # aiohttp's side takes it from here
             return False
         if isinstance(taken, int):  # an ordinary head; its body is still coming
             self._gathered = bytearray(data)
             self._gather_needed = taken
+            self._request_in_progress = True  # a graceful shutdown waits for it
             self._head_started = None  # the head is in: the body has its own deadline
             self._gather_timer = self._loop.call_later(self._body_timeout_s, self._body_too_slow)
             return True
@@ -216,9 +220,7 @@ class _GuardedHandler(RequestHandler):
             goes_on = False
         finally:
             self._lane_task = None
-            self._request_in_progress = False
-            if self._handler_waiter is not None and not self._handler_waiter.done():
-                self._handler_waiter.set_result(None)  # a graceful shutdown was waiting
+            self._request_done()
         if not goes_on or self._force_close:
             self.force_close()
             return
@@ -234,6 +236,12 @@ class _GuardedHandler(RequestHandler):
         if held:
             self.data_received(held)
 
+    def _request_done(self) -> None:
+        self._request_in_progress = False
+        waiter = self._handler_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # a graceful shutdown was waiting for it
+
     def _stop_gathering(self) -> None:
         self._gathered = None
         if self._gather_timer is not None:
@@ -245,6 +253,7 @@ class _GuardedHandler(RequestHandler):
         and dropped for a moment, so that the answer is not lost to a reset."""
         self._gather_timer = None
         self._gathered = None
+        self._request_done()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -265,7 +274,9 @@ class _GuardedHandler(RequestHandler):
             self._head_timer = None
         if self._lane_task is not None:
             self._lane_task.cancel()  # the client went away: so does its request
-        self._stop_gathering()
+        if self._gathered is not None:
+            self._stop_gathering()
+            self._request_done()
         super().connection_lost(exc)
 
     def _awaiting_head(self) -> bool:
