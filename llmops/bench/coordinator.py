@@ -36,11 +36,11 @@ from llmops.bench.worker import (
     Snapshot,
     WorkerHealth,
     WorkerPlan,
-    raise_open_file_limit,
     worker_main,
 )
 from llmops.bench.workload import body_source
 from llmops.errors import BenchError
+from llmops.process import raise_open_file_limit
 
 BLOCK_SIZE = 65536
 #: Head start between the go message and t0, so every worker is waiting when the run starts.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import resource
 import signal
 import time
@@ -22,6 +21,7 @@ from llmops.bench.histogram import LogHistogram
 from llmops.bench.records import RequestRecords
 from llmops.bench.request import Outcome, send_request
 from llmops.bench.workload import BodySource
+from llmops.process import raise_open_file_limit, settle_collector
 
 SNAPSHOT_INTERVAL_S = 0.5
 LOOP_PROBE_INTERVAL_S = 0.05
@@ -98,9 +98,7 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
     # What exists now (modules, the corpus) lives for the whole run: keep it out of the
     # collector's passes, and collect young objects less often, so a full collection does not
     # stall a loop holding thousands of streams (vLLM's bench freezes its heap too).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
+    settle_collector(GC_GEN0_THRESHOLD)
     # Imports are done: from here on, starting is cheap, so t0 can be near.
     conn.send(("ready",))
     offsets: array[float] = array("d")
@@ -117,15 +115,6 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         records, health = runner.run(_Worker(plan, conn, t0, offsets).run())
     conn.send(("done", records, health))
-
-
-def raise_open_file_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class _Worker:

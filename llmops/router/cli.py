@@ -36,7 +36,7 @@ def serve(
 
     from llmops.router.app import serve as serve_router
     from llmops.router.cluster import WorkerRole
-    from llmops.router.loop import install_fast_loop, raise_open_file_limit
+    from llmops.router.loop import check_open_files, install_fast_loop
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,7 +49,7 @@ def serve(
     role = None
     if worker_index is not None and worker_count is not None and worker_dir is not None:
         role = WorkerRole(worker_index, worker_count, worker_dir)
-    raise_open_file_limit()
+    check_open_files()
     install_fast_loop()
     asyncio.run(serve_router(config, host, port, role))
 

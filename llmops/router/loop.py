@@ -1,12 +1,13 @@
-"""The process settings the servers run with: the event loop, the open-file limit and the
+"""The process settings the router runs with: the event loop, the open-file limit and the
 garbage collector."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import resource
+
+from llmops import process
 
 log = logging.getLogger("llmops.router")
 
@@ -29,16 +30,9 @@ def install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def raise_open_file_limit() -> int:
-    """Raise the soft open-file limit as far as the hard limit allows; say so if it is low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
+def check_open_files() -> int:
+    """Raise the open-file limit as far as the hard limit allows; say so if it stays low."""
+    soft = process.raise_open_file_limit()
     if soft != resource.RLIM_INFINITY and soft < WANTED_OPEN_FILES:
         log.warning(
             "open-file limit is %d: the router can hold about %d concurrent streams; raise it "
@@ -51,7 +45,5 @@ def raise_open_file_limit() -> int:
 
 
 def settle_collector() -> None:
-    """Once the server is up: what exists then (modules, config, routes) lives as long as the
-    process, so it leaves the collector's sight, and young collections become rarer."""
-    gc.freeze()
-    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, 10, 10)
+    """Once the server is up (see ``process.settle_collector``)."""
+    process.settle_collector(_YOUNG_COLLECTION_THRESHOLD)
