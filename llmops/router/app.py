@@ -17,7 +17,7 @@ from llmops.config import LoadedConfig, load_router_config
 from llmops.config.router import EventKind
 from llmops.config.secrets_check import secrets_warnings
 from llmops.errors import RouterError
-from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL
+from llmops.router.auth import ALLOWED_MODELS, EVERY_MODEL, REFUSED_KEY
 from llmops.router.cluster import (
     WorkerRole,
     ask_peers,
@@ -126,7 +126,7 @@ def _inference(handler: _Handler) -> _Handler:
         tokens = request.app[ROUTER].inference_tokens
         allowed = tokens.allowed_models(request.headers.get("Authorization"))
         if allowed is None:
-            return json_error(401, "invalid or missing API key", "invalid_api_key")
+            return json_error(401, *REFUSED_KEY)
         if allowed is not EVERY_MODEL:
             request[ALLOWED_MODELS] = allowed
         return await handler(request)

@@ -25,6 +25,8 @@ class _EveryModel(Collection[str]):
 
 
 EVERY_MODEL: Collection[str] = _EveryModel()
+#: What a request without a valid API key is told (message, code), whichever side it came in.
+REFUSED_KEY = ("invalid or missing API key", "invalid_api_key")
 
 
 class TokenSet:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from llmops.router.auth import REFUSED_KEY
 from llmops.router.guard import escapes_api_root
 from llmops.router.inbound import (
     HeadLimits,
@@ -61,7 +62,6 @@ class FastLane:
         """Answer the request; whether the connection can carry another one."""
         allowed = self._router.inference_tokens.allowed_models(inbound.headers.get("Authorization"))
         if allowed is None:
-            refusal = error_reply(401, "invalid or missing API key", "invalid_api_key")
-            return not send_reply(inbound, refusal).close
+            return not send_reply(inbound, error_reply(401, *REFUSED_KEY)).close
         inbound.allowed = allowed
         return not (await proxy_request(inbound, self._router)).close
