@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,6 +39,23 @@ async def serving(
         yield f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def router_process(config: Path) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+    """``llmops router serve`` in its own process on a free port: the process and its URL.
+    Killed at the end if it is still running."""
+    argv = [sys.executable, "-m", "llmops", "router", "serve", "--config", str(config)]
+    router = subprocess.Popen([*argv, "--port", "0"], stdout=subprocess.PIPE, text=True)
+    assert router.stdout is not None
+    try:
+        line = await asyncio.to_thread(router.stdout.readline)
+        yield router, line.rsplit(" on ", 1)[1].strip()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            router.kill()
+        router.wait()
+        router.stdout.close()
 
 
 def running(pid: int) -> bool:

@@ -4,16 +4,13 @@ what it does not take (pieces, HTTP/1.0) still gets the right answer from aiohtt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, router_config, router_process
 from tests.router.test_resilience_health import write_config
 
 Reader = asyncio.StreamReader
@@ -185,12 +182,8 @@ async def test_sigterm_waits_for_a_request_whose_body_is_still_coming(
     sim = await start_sim(model="m")
     config = tmp_path / "router.yaml"
     write_config(config, router_config([("m", sim.url)]))
-    argv = [sys.executable, "-m", "llmops", "router", "serve", "--config", str(config)]
-    router = subprocess.Popen([*argv, "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert router.stdout is not None
-        line = await asyncio.to_thread(router.stdout.readline)
-        reader, writer = await connect(line.rsplit(" on ", 1)[1].strip())
+    async with router_process(config) as (router, url):
+        reader, writer = await connect(url)
         raw = post(chat("late"))
         writer.write(raw[:-5])  # the head and most of the body
         await asyncio.sleep(0.2)
@@ -200,12 +193,6 @@ async def test_sigterm_waits_for_a_request_whose_body_is_still_coming(
         status, _, body = await asyncio.wait_for(read_response(reader), 10)
         writer.close()
         exit_code = await asyncio.to_thread(router.wait, 20)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            router.kill()
-        router.wait()
-        assert router.stdout is not None
-        router.stdout.close()
     assert status == b"HTTP/1.1 200 OK"
     assert orjson.loads(body)["object"] == "chat.completion"
     assert exit_code == 0

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
-from tests.conftest import StartRouter, StartSim, require_binary, router_config
+from tests.conftest import StartRouter, StartSim, require_binary, router_config, router_process
 from tests.router.test_limits_router import CHAT, limited_backend, post, sim_requests
 
 
@@ -174,33 +172,10 @@ async def test_two_router_processes_enforce_one_backend_rpm(
     config.write_text(
         yaml.safe_dump(router_config([limited_backend(sim.url, rpm_limit=60)], limits=limits))
     )
-    command = [
-        sys.executable,
-        "-m",
-        "llmops",
-        "router",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        "0",
-    ]
-    routers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        urls = []
-        for router in routers:
-            assert router.stdout is not None
-            line = await asyncio.to_thread(router.stdout.readline)
-            urls.append(line.rsplit(" on ", 1)[1].strip())
+    async with router_process(config) as (_, first), router_process(config) as (_, second):
+        urls = [first, second]
         results = await asyncio.gather(*(post(http, urls[i % 2], CHAT) for i in range(90)))
         events = [(await status(http, url))["events"] for url in urls]  # why, if it fails
-    finally:
-        for router in routers:
-            router.send_signal(signal.SIGTERM)
-        for router in routers:
-            await asyncio.to_thread(router.wait, 10)
-            if router.stdout is not None:
-                router.stdout.close()
     codes = [status for status, _h, _b in results]
     assert codes.count(200) == 60 and codes.count(429) == 30, events  # 60, not 2 x 60
     assert await sim_requests(http, sim.url) == 60

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ import aiohttp
 import yaml
 
 from llmops.sim import SimOptions, running_sim
-from tests.conftest import StartRouter, StartSim, router_config
+from tests.conftest import StartRouter, StartSim, router_config, router_process
 from tests.router.test_resilience_failover import CHAT, read_stream, set_mode, stats, token_text
 
 FAST_HEALTH = {"interval": 0.2, "timeout": 0.3, "failure_threshold": 2, "success_threshold": 1}
@@ -276,15 +273,7 @@ async def test_sigterm_lets_100_in_flight_streams_finish_then_exits_zero(
     sim = await start_sim(model="m", itl_ms=20, max_num_seqs=200)
     config = tmp_path / "router.yaml"
     write_config(config, router_config([("m", sim.url)]))
-    router = subprocess.Popen(
-        [sys.executable, "-m", "llmops", "router", "serve", "--config", str(config), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert router.stdout is not None
-        line = await asyncio.to_thread(router.stdout.readline)
-        url = line.rsplit(" on ", 1)[1].strip()
+    async with router_process(config) as (router, url):
         request = {**CHAT, "stream": True, "max_tokens": 50, "ignore_eos": True}
 
         async def one_stream() -> list[bytes]:
@@ -299,12 +288,6 @@ async def test_sigterm_lets_100_in_flight_streams_finish_then_exits_zero(
         router.send_signal(signal.SIGTERM)
         results = await asyncio.gather(*tasks)
         exit_code = await asyncio.to_thread(router.wait, 20)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            router.kill()
-        router.wait()
-        assert router.stdout is not None
-        router.stdout.close()
     assert exit_code == 0
     assert all(events[-1] == b"[DONE]" and len(token_text(events)) == 50 for events in results)
     async with aiohttp.ClientSession() as fresh:
