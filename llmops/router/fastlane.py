@@ -1,6 +1,6 @@
 """The fast lane: inference requests answered without aiohttp's request machinery.
 
-Every connection starts in the fast lane. An ordinary request (``parse_whole_request``: an
+Every connection starts in the fast lane. An ordinary request (``parse_head``: an
 HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body, its head in one read) is
 gathered until its body is in, proxied from here, and its answer written straight to the
 socket. The first request that is not ordinary hands the connection to aiohttp for good,
@@ -15,13 +15,7 @@ import asyncio
 
 from llmops.router.auth import REFUSED_KEY
 from llmops.router.guard import escapes_api_root
-from llmops.router.inbound import (
-    HeadLimits,
-    Inbound,
-    WholeRequest,
-    parse_whole_request,
-    send_reply,
-)
+from llmops.router.inbound import Head, HeadLimits, Inbound, parse_head, send_reply
 from llmops.router.proxy import error_reply, proxy_request
 from llmops.router.state import RouterState
 
@@ -35,28 +29,27 @@ class FastLane:
         self._router = router
         self._limits = limits
 
-    def take(self, data: bytes, transport: asyncio.Transport) -> tuple[Inbound, int] | int | None:
-        """The request at the start of ``data`` and its length, if the fast lane takes it;
-        the length it will have, if the lane takes its head and its body is still coming."""
-        parsed = parse_whole_request(data, self._limits)
-        if not isinstance(parsed, WholeRequest):
-            return parsed
-        if escapes_api_root(parsed.target):  # aiohttp's side answers it
+    def head(self, data: bytes) -> Head | None:
+        """The head at the start of ``data`` if the fast lane takes its request."""
+        head = parse_head(data, self._limits)
+        if head is None or escapes_api_root(head.target):  # aiohttp's side answers those
             return None
-        path = parsed.target.partition("?")[0]
-        inbound = Inbound(
+        return head
+
+    def inbound(self, head: Head, data: bytes, transport: asyncio.Transport) -> Inbound:
+        """The request of ``head``, whose whole body is in ``data``."""
+        return Inbound(
             "POST",
-            parsed.target,
-            path,
-            parsed.headers,
-            parsed.forward,
-            parsed.body,
-            parsed.keep_alive,
+            head.target,
+            head.target.partition("?")[0],
+            head.headers,
+            head.forward,
+            data[head.body_start : head.length],
+            head.keep_alive,
             True,
             transport,
             (),
         )
-        return inbound, parsed.length
 
     async def answer(self, inbound: Inbound) -> bool:
         """Answer the request; whether the connection can carry another one."""

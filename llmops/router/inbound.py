@@ -1,9 +1,9 @@
 """A client's request and the router's answer as the data path sees them, whichever server
 side parsed the request, and the bytes of an answer on the wire.
 
-``parse_whole_request`` is the fast lane's parser: it accepts only the common case (an
-HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body and an ordinary head) and says
-None to anything else, which aiohttp's parser then handles.
+``parse_head`` is the fast lane's parser: it accepts only the common case (an HTTP/1.1
+``POST /v1/...`` with a ``Content-Length`` body and an ordinary head) and says None to
+anything else, which aiohttp's parser then handles.
 """
 
 from __future__ import annotations
@@ -79,21 +79,20 @@ class Sent:
 
 
 @dataclass(slots=True)
-class WholeRequest:
-    """An ordinary inference request, parsed by the fast lane."""
+class Head:
+    """The head of an ordinary inference request, parsed by the fast lane."""
 
     target: str
     headers: CIMultiDict[str]
     forward: bytes  # the header lines the backend gets
-    body: bytes
     keep_alive: bool
-    length: int  # how many bytes of the data it took
+    body_start: int  # where the body starts in the data
+    length: int  # the whole request's length: head and body
 
 
-def parse_whole_request(data: bytes, limits: HeadLimits) -> WholeRequest | int | None:
-    """The ordinary inference request at the start of ``data``; if its head is in and
-    ordinary but its body is still coming, how many bytes the whole request takes; None
-    for anything else."""
+def parse_head(data: bytes, limits: HeadLimits) -> Head | None:
+    """The head of the ordinary inference request at the start of ``data`` (its body may
+    still be coming), or None: not all of a head yet, or not an ordinary one."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -134,13 +133,8 @@ def parse_whole_request(data: bytes, limits: HeadLimits) -> WholeRequest | int |
             forward.append(field + b"\r\n")
     if length is None or length > limits.max_body_bytes:
         return None
-    total = end + 4 + length
-    if len(data) < total:
-        return total
     target = line.group(1).decode("ascii")
-    return WholeRequest(
-        target, headers, b"".join(forward), data[end + 4 : total], keep_alive, total
-    )
+    return Head(target, headers, b"".join(forward), keep_alive, end + 4, end + 4 + length)
 
 
 _date: tuple[int, bytes] = (0, b"")

@@ -18,7 +18,7 @@ from aiohttp.web_request import BaseRequest
 from llmops.openai import error_json
 from llmops.router.fastlane import FastLane
 from llmops.router.guard import LINGER_S, SERVER_LOG
-from llmops.router.inbound import Inbound, encode_reply
+from llmops.router.inbound import Head, Inbound, encode_reply
 from llmops.router.proxy import error_reply
 
 _BUSY_BODY = error_json(
@@ -119,9 +119,9 @@ class _GuardedHandler(RequestHandler):
     __slots__ = (
         "_body_timeout_s",
         "_discarding",
-        "_gather_needed",
         "_gather_timer",
         "_gathered",
+        "_gathering",
         "_head_started",
         "_head_timeout_s",
         "_head_timer",
@@ -148,8 +148,8 @@ class _GuardedHandler(RequestHandler):
         self._lane = lane  # None once aiohttp parses this connection
         self._lane_task: asyncio.Task[None] | None = None
         self._held = b""  # what arrived while the fast lane was answering
-        self._gathered: bytearray | None = None  # a lane request whose body is still coming
-        self._gather_needed = 0  # its whole length
+        self._gathering: Head | None = None  # a lane request whose body is still coming
+        self._gathered = bytearray()  # its bytes so far
         self._gather_timer: asyncio.TimerHandle | None = None
         self._discarding = False  # after a 408: read and drop until the connection closes
 
@@ -170,12 +170,13 @@ class _GuardedHandler(RequestHandler):
                 return
             if self._discarding:
                 return
-            if self._gathered is not None:  # more of a lane request's body
+            if self._gathering is not None:  # more of a lane request's body
                 self._gathered += data
-                if len(self._gathered) < self._gather_needed:
-                    return
-                data = bytes(self._gathered)
-                self._stop_gathering()
+                if len(self._gathered) >= self._gathering.length:
+                    head, data = self._gathering, bytes(self._gathered)
+                    self._stop_gathering()
+                    self._start_lane(head, data)
+                return
             if self._enter_lane(data):
                 return
             self._lane = None
@@ -188,28 +189,24 @@ class _GuardedHandler(RequestHandler):
     def _enter_lane(self, data: bytes) -> bool:
         """Start answering the request at the start of ``data`` if the fast lane takes it."""
         assert self._lane is not None
-        transport = self.transport
-        admitted = self._request_in_progress  # a gathered request, its body now in
-        if transport is None or (self._force_close and not admitted):
+        head = None if self._force_close else self._lane.head(data)
+        if head is None:
             return False
-        taken = self._lane.take(data, transport)
-        if taken is None:
-            if admitted:
-                self._request_done()  # aiohttp's side takes it from here
-            return False
-        if isinstance(taken, int):  # an ordinary head; its body is still coming
-            self._gathered = bytearray(data)
-            self._gather_needed = taken
-            self._request_in_progress = True  # a graceful shutdown waits for it
-            self._head_started = None  # the head is in: the body has its own deadline
-            self._gather_timer = self._loop.call_later(self._body_timeout_s, self._body_too_slow)
-            return True
-        inbound, length = taken
-        self._held = data[length:]
         self._request_in_progress = True  # aiohttp's flag: its shutdown waits for the answer
-        self._head_started = None
-        self._lane_task = self._loop.create_task(self._answer(inbound))
+        self._head_started = None  # the head is in: the body has its own deadline
+        if len(data) < head.length:  # the body is still coming
+            self._gathering = head
+            self._gathered = bytearray(data)
+            self._gather_timer = self._loop.call_later(self._body_timeout_s, self._body_too_slow)
+        else:
+            self._start_lane(head, data)
         return True
+
+    def _start_lane(self, head: Head, data: bytes) -> None:
+        assert self._lane is not None and self.transport is not None
+        inbound = self._lane.inbound(head, data, self.transport)
+        self._held = data[head.length :]
+        self._lane_task = self._loop.create_task(self._answer(inbound))
 
     async def _answer(self, inbound: Inbound) -> None:
         assert self._lane is not None
@@ -243,7 +240,8 @@ class _GuardedHandler(RequestHandler):
             waiter.set_result(None)  # a graceful shutdown was waiting for it
 
     def _stop_gathering(self) -> None:
-        self._gathered = None
+        self._gathering = None
+        self._gathered = bytearray()
         if self._gather_timer is not None:
             self._gather_timer.cancel()
             self._gather_timer = None
@@ -252,7 +250,7 @@ class _GuardedHandler(RequestHandler):
         """A 408, as aiohttp's side answers a slow body; what the client still sends is read
         and dropped for a moment, so that the answer is not lost to a reset."""
         self._gather_timer = None
-        self._gathered = None
+        self._stop_gathering()
         self._request_done()
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -263,7 +261,7 @@ class _GuardedHandler(RequestHandler):
         self._loop.call_later(LINGER_S, self.force_close)
 
     def _process_keepalive(self) -> None:
-        if self._lane_task is not None or self._gathered is not None:  # not idle
+        if self._lane_task is not None or self._gathering is not None:  # not idle
             self._keepalive_handle = None  # the idle clock restarts when the answer is out
             return
         super()._process_keepalive()
@@ -274,7 +272,7 @@ class _GuardedHandler(RequestHandler):
             self._head_timer = None
         if self._lane_task is not None:
             self._lane_task.cancel()  # the client went away: so does its request
-        if self._gathered is not None:
+        if self._gathering is not None:
             self._stop_gathering()
             self._request_done()
         super().connection_lost(exc)
