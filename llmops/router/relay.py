@@ -53,7 +53,6 @@ async def relay_stream(
     connection then aborts the engine's work.
     """
     transport, chunked = inbound.transport, inbound.chunked
-    gone = Sent(connection.status, close=True)
     head = (
         status_line(connection.status)
         + answer_fields(connection, exchange.request_id)
@@ -63,17 +62,17 @@ async def relay_stream(
     last = first_chunk if tap is None else tap.feed(first_chunk)
     if not connection.complete:  # more to come: the head and first chunk go out now
         if transport.is_closing():
-            return _client_gone(exchange, gone)
+            return _client_gone(exchange, connection.status)
         transport.write(head + _frame(last, chunked))
         head = b""
         rest = await _relay_rest(transport, router, connection, watched, backend, exchange, chunked)
         if rest is None:
-            return _client_gone(exchange, gone)
+            return _client_gone(exchange, connection.status)
         last = rest
     if tap is not None:
         last += tap.flush()
     if transport.is_closing():
-        return _client_gone(exchange, gone)
+        return _client_gone(exchange, connection.status)
     transport.write(head + _frame(last, chunked) + (_LAST_CHUNK if chunked else b""))
     if tap is not None:
         exchange.usage = tap.usage
@@ -108,9 +107,9 @@ async def _relay_rest(
     return None if sink.client_gone else b""
 
 
-def _client_gone(exchange: Exchange, answer: Sent) -> Sent:
+def _client_gone(exchange: Exchange, status: int) -> Sent:
     exchange.cancelled = True  # counted once, when the exchange is finished
-    return answer
+    return Sent(status, close=True)
 
 
 _CLIENT_HIGH_WATER_BYTES = 64 * 1024
