@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -93,6 +94,52 @@ async def test_a_request_sent_during_a_stream_waits_for_the_stream_to_end(
     status, headers, _ = await read_response(reader)
     assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "next"
     writer.close()
+
+
+async def test_reading_pauses_while_a_big_request_waits_behind_a_stream(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    """What a client pipelines behind a stream is held to 64 KiB: the router stops reading,
+    the client's sends stall, and nothing is lost once the stream is over."""
+    sim = await start_sim(model="m", itl_ms=100)
+    url = await start_router(router_config([("m", sim.url)]))
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+
+    async def pump() -> None:  # the socket's bytes into the reader, beside raw sends
+        while data := await loop.sock_recv(sock, 65536):
+            reader.feed_data(data)
+        reader.feed_eof()
+
+    pumping = asyncio.create_task(pump())
+    await loop.sock_sendall(sock, post(chat("stream", stream=True, max_tokens=15)))  # ~1.5 s
+    assert b" 200 " in await reader.readuntil(b"\r\n\r\n")  # the stream has begun
+    big = {**chat("big"), "user": "x" * (24 * 2**20)}  # 24 MiB, padding the engine ignores
+    queued = memoryview(post(big, "X-Request-Id: big"))
+    sent = 0
+    pushing_until = time.monotonic() + 0.5
+    while time.monotonic() < pushing_until:
+        try:
+            sent += sock.send(queued[sent : sent + 2**20])
+        except BlockingIOError:
+            await asyncio.sleep(0.02)
+    assert sent < 2 * 2**20, f"the router kept reading: {sent} bytes taken mid-stream"
+    rest = asyncio.ensure_future(loop.sock_sendall(sock, queued[sent:]))
+    stream = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
+    assert stream.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")  # the stream ended whole
+    assert stream.count(b'"content":"') >= 15
+    await asyncio.wait_for(rest, 30)
+    status, headers, body = await asyncio.wait_for(read_response(reader), 30)
+    assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "big"
+    assert orjson.loads(body)["object"] == "chat.completion"
+    assert sim.state.by_path["/v1/chat/completions"] == 2
+    pumping.cancel()
+    sock.close()
 
 
 async def test_a_request_in_pieces_is_answered_and_the_connection_goes_on(

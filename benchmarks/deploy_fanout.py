@@ -1,6 +1,6 @@
 """How deploy's wall time grows with the number of nodes (not a test: run it by hand).
 
-    python tests/deploy/bench_deploy_fanout.py [MAX_NODES]
+    python benchmarks/deploy_fanout.py [MAX_NODES]
 
 Each "node" is its own sshd on a loopback address (127.0.1.k), as in the tests. Measured:
 ``plan`` of ``gpus: auto`` nodes (one SSH connection and one agent call per node running
@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 import yaml
-from deploy_lab import SshLab, free_port, run, start_ssh_lab
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "deploy"))
+from deploy_lab import SshLab, free_port, run, start_ssh_lab  # the tests' SSH lab
 
 
 class _Temp:

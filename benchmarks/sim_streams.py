@@ -1,6 +1,6 @@
 """By-hand measurement (not a test): N concurrent streams against a `llmops sim` child process.
 
-    python tests/sim/measure_sim_streams.py 10000 500 20    # streams, itl_ms, tokens each
+    python benchmarks/sim_streams.py 10000 500 20    # streams, itl_ms, tokens each
 
 Prints the sim's RSS and CPU while (nearly) all streams are open, the sim's own mean TTFT and
 how many streams completed with every token. The client is one Python process, so its
