@@ -141,8 +141,8 @@ def paced(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, f
     return results
 
 
-def memory(args: argparse.Namespace, workdir: Path) -> list[tuple[int, float, float]]:
-    """RSS of the router while it holds N slow streams open."""
+def memory(args: argparse.Namespace, workdir: Path) -> list[tuple[int, float, float, int]]:
+    """RSS of the router while it holds N slow streams open; and how many streams failed."""
     rows = []
     for streams in args.hold:
         sim, sim_url = start_sim(1000.0, streams + 10)  # one token a second: streams stay open
@@ -150,17 +150,21 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[tuple[int, float, fl
         try:
             time.sleep(1.0)
             baseline = rss_bytes(router.pid)
+            out = workdir / "hold.json"
             client = subprocess.Popen(
-                bench_argv(url, streams, streams, 4, 20, 2), stdout=subprocess.DEVNULL
+                [*bench_argv(url, streams, streams, 4, 20, 2), "--output", str(out)],
+                stdout=subprocess.DEVNULL,
             )
             peak, deadline = baseline, time.monotonic() + 120
             while client.poll() is None and time.monotonic() < deadline:
                 peak = max(peak, rss_bytes(router.pid))
                 time.sleep(0.5)
             client.wait()
-            rows.append((streams, baseline / 2**20, peak / 2**20))
+            failed = json.loads(out.read_text()).get("failed", 0) or 0
+            rows.append((streams, baseline / 2**20, peak / 2**20, failed))
             print(
-                f"{streams} streams: router RSS {baseline / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak",
+                f"{streams} streams: router RSS {baseline / 2**20:.0f} MiB idle, "
+                f"{peak / 2**20:.0f} MiB peak, {failed} failed",
                 flush=True,
             )
         finally:
@@ -213,13 +217,12 @@ def main() -> None:
             "",
             "Router memory holding slow streams open (one token a second):",
             "",
-            "| concurrent streams | router RSS idle MiB | router RSS peak MiB | per stream KiB |",
-            "|---|---|---|---|",
+            "| concurrent streams | router RSS idle MiB | router RSS peak MiB | per stream KiB | failed streams |",
+            "|---|---|---|---|---|",
         ]
-        for streams, idle, peak in rows:
-            lines.append(
-                f"| {streams:,} | {idle:.0f} | {peak:.0f} | {(peak - idle) * 1024 / streams:.1f} |"
-            )
+        for streams, idle, peak, failed in rows:
+            per_stream = (peak - idle) * 1024 / streams
+            lines.append(f"| {streams:,} | {idle:.0f} | {peak:.0f} | {per_stream:.1f} | {failed} |")
     table = "\n".join(lines)
     print(table)
     if args.write:

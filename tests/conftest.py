@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import ssl
 import subprocess
@@ -42,11 +43,21 @@ async def serving(
 
 
 @contextlib.asynccontextmanager
-async def router_process(config: Path) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
-    """``llmops router serve`` in its own process on a free port: the process and its URL.
-    Killed at the end if it is still running."""
+async def router_process(
+    config: Path, open_files: int | None = None
+) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+    """``llmops router serve`` in its own process on a free port (with at most
+    ``open_files`` descriptors, if given): the process and its URL. Killed at the end if it
+    is still running."""
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     argv = [sys.executable, "-m", "llmops", "router", "serve", "--config", str(config)]
-    router = subprocess.Popen([*argv, "--port", "0"], stdout=subprocess.PIPE, text=True)
+    router = subprocess.Popen(
+        [*argv, "--port", "0"], stdout=subprocess.PIPE, text=True, preexec_fn=limit_open_files
+    )
     assert router.stdout is not None
     try:
         line = await asyncio.to_thread(router.stdout.readline)

@@ -24,9 +24,12 @@ def finish_exchange(router: RouterState, exchange: Exchange, now: float) -> None
 def account_failure(
     router: RouterState, backend: BackendState, failure: UpstreamFailure
 ) -> UpstreamFailure:
-    """Count a failed attempt: errors always, the breaker only for the backend's own trouble."""
-    backend.record_error(failure.message)
+    """Count a failed attempt: the metric always; the backend's errors and its breaker only
+    for the backend's own trouble."""
     router.metrics.failed(backend, failure.kind)
+    if failure.local:
+        return failure
+    backend.record_error(failure.message)
     if failure.status >= 500:
         record_failure(backend, failure.kind, router.config.circuit_breaker, router.events)
     return failure

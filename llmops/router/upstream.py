@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmops.openai import error_json
-from llmops.router.upstream_http import UpstreamError
+from llmops.router.upstream_http import UpstreamError, UpstreamNoResources
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _ERROR_TEXT = {
@@ -30,6 +30,7 @@ class UpstreamFailure:
     body: bytes
     content_type: str = "application/json"
     retry_after_s: float | None = None
+    local: bool = False  # the router's own shortage: the backend is not to blame
 
     @property
     def message(self) -> str:
@@ -38,6 +39,11 @@ class UpstreamFailure:
 
 def failure_from_exception(exc: BaseException, backend_id: str, phase: str) -> UpstreamFailure:
     """Classify a client-side exception raised while talking to a backend."""
+    if isinstance(exc, UpstreamNoResources):  # worth a retry soon, once streams have ended
+        message = f"router overloaded: no connection to backend {backend_id} ({exc})"
+        return UpstreamFailure(
+            exc.kind, 503, error_json(503, message, exc.kind), retry_after_s=1.0, local=True
+        )
     if isinstance(exc, UpstreamError):
         kind = exc.kind
         status = 504 if kind == "connect_timeout" else 502

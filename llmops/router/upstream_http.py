@@ -13,6 +13,7 @@ the socket stops being read, so a slow client slows the engine instead of growin
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 import time
 import typing
@@ -58,6 +59,18 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamConnectTimeout(UpstreamError, TimeoutError):
     kind = "connect_timeout"
+
+
+class UpstreamNoResources(UpstreamError):
+    """The router itself lacks what a new connection needs (open files, local ports,
+    buffers): its own shortage, not the backend's fault."""
+
+    kind = "router_resources"
+
+
+_NO_RESOURCES = frozenset(
+    (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL)
+)
 
 
 class UpstreamDisconnected(UpstreamError):
@@ -449,6 +462,8 @@ class UpstreamPool:
         except TimeoutError:
             raise UpstreamConnectTimeout(f"no connection within {connect_timeout_s:g}s") from None
         except (OSError, ssl.SSLError) as exc:
+            if exc.errno in _NO_RESOURCES:
+                raise UpstreamNoResources(exc.strerror or str(exc)) from None
             raise UpstreamConnectError(exc.strerror or str(exc)) from None
         return protocol
 

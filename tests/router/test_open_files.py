@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import yaml
 
-from tests.conftest import router_config
+from tests.conftest import StartSim, router_config, router_process
+from tests.router.test_fast_lane import chat, connect, post, read_response
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one_and_a_low_one_is_reported(tmp_path: Path) -> None:
@@ -38,3 +41,44 @@ def test_the_soft_limit_is_raised_to_the_hard_one_and_a_low_one_is_reported(tmp_
     assert "open-file limit is 4096" in stderr
     assert "ulimit -n 65536" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_running_out_of_open_files_is_a_503_and_the_backend_is_not_blamed(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    """Streams take the router's last descriptors; a request that then needs a new engine
+    connection gets a 503 with Retry-After, however often it is asked, and the engine is
+    not ejected for the router's own shortage: once the streams end, requests go through."""
+    sim = await start_sim(model="m", itl_ms=100)
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump(router_config([("m", sim.url)])))  # breaker: 5 in a row
+    async with router_process(config, open_files=64) as (_, url):
+        prober = await connect(url)  # accepted before the descriptors run out
+        streams = []
+        for _ in range(64):  # each stream holds two: the client's socket and the engine's
+            reader, writer = await connect(url)
+            streams.append(writer)
+            writer.write(post(chat("hold", stream=True, max_tokens=200)))
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the router could not take the connection: it is out of descriptors
+            if not head.startswith(b"HTTP/1.1 200"):
+                break  # it took the connection but could not reach the engine
+        else:
+            raise AssertionError("64 streams did not use up 64 descriptors")
+        for _ in range(8):  # more than the breaker's 5 consecutive failures
+            prober[1].write(post(chat("more")))
+            status, headers, body = await asyncio.wait_for(read_response(prober[0]), 10)
+            error = orjson.loads(body)["error"]
+            assert status == b"HTTP/1.1 503 Service Unavailable", error
+            assert error["code"] == "router_resources"  # not the engine's fault: no ejection
+            assert "Too many open files" in error["message"]
+            assert headers["retry-after"] == "1"
+        for writer in streams:
+            writer.close()
+        await asyncio.sleep(0.5)  # the router sees the clients go and closes their streams
+        prober[1].write(post(chat("after")))
+        status, _, body = await asyncio.wait_for(read_response(prober[0]), 10)
+        assert status == b"HTTP/1.1 200 OK", body
+        prober[1].close()
