@@ -254,15 +254,57 @@ def start_llmops_router(
 def start_minimal_proxy(upstream: str) -> tuple[subprocess.Popen[bytes], str]:
     """The naive aiohttp proxy of ``minimal_proxy.py`` on core 1: the Python ceiling."""
     port = free_port()
+    process = subprocess.Popen(  # its stderr: tracebacks of clients that left at a run's end
+        pinned(1, str(ROOT / "benchmarks" / "minimal_proxy.py"), str(port), upstream),
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_nginx_proxy(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """nginx ``proxy_pass`` on core 1, one process, pooled upstream connections and no
+    buffering (each read relayed at once, as a stream needs): the C reference."""
+    port = free_port()
+    conf = workdir / "nginx-proxy.conf"
+    conf.write_text(f"""
+user root;
+worker_processes 1;
+master_process off;
+daemon off;
+pid {workdir}/nginx-proxy.pid;
+error_log {workdir}/nginx-proxy.log warn;
+events {{ worker_connections 65536; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  keepalive_requests 1000000;
+  upstream backend {{ server {upstream.removeprefix("http://")}; keepalive 1024; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
     process = subprocess.Popen(
-        pinned(1, str(ROOT / "benchmarks" / "minimal_proxy.py"), str(port), upstream)
+        ["taskset", "-c", "1", need("nginx"), "-c", str(conf), "-p", str(workdir)],
+        stderr=subprocess.DEVNULL,
     )
     wait_port(port)
     return process, f"http://127.0.0.1:{port}"
 
 
 #: What each benchmark compares, in the order the runs interleave them.
-TARGETS = ("direct", "minimal aiohttp proxy", "llmops router")
+TARGETS = ("direct", "nginx proxy_pass", "minimal aiohttp proxy", "llmops router")
 
 
 def start_target(
@@ -271,6 +313,8 @@ def start_target(
     """The proxy called ``name`` in front of ``upstream`` (none for "direct"), and its URL."""
     if name == "direct":
         return None, upstream
+    if name == "nginx proxy_pass":
+        return start_nginx_proxy(upstream, workdir)
     if name == "minimal aiohttp proxy":
         return start_minimal_proxy(upstream)
     return start_llmops_router(upstream, model, workdir)

@@ -1,9 +1,9 @@
-"""Router throughput and added latency against a static nginx backend, vs direct and vs the
-naive aiohttp proxy, on one pinned core each (issue 8's first three scenarios).
+"""Router throughput and added latency against a static nginx backend, vs direct, nginx as a
+proxy (the C reference) and the naive aiohttp proxy, on one pinned core each (issue 8's first three scenarios).
 
     python benchmarks/router_throughput.py [--runs 3] [--seconds 5] [--write]
 
-Scenarios, interleaved per run (direct, minimal proxy, llmops), medians over runs:
+Scenarios, interleaved per run (direct, nginx proxy_pass, minimal proxy, llmops), medians over runs:
   - non-streaming req/s at 64 connections, and the proxy's CPU microseconds per request
   - streaming (a static 64-chunk SSE body) req/s at 64 connections
   - latency p50/p99 at 1 connection
