@@ -4,9 +4,9 @@
 
 `llmops sim` (the engine) and `llmops bench` (the client) share core 0; the proxy under test
 has core 1 to itself. For each of direct / nginx proxy_pass / minimal aiohttp proxy / llmops
-router, interleaved
-per run, it records chunks relayed per second, the proxy's CPU per relayed chunk, and the
-TTFT and ITL the client saw; the router's added TTFT is its median TTFT minus direct's.
+router, interleaved per run, it records chunks relayed per second, the proxy's CPU per
+relayed chunk, and the TTFT and ITL the client saw; a proxy's added TTFT is its median
+TTFT minus direct's.
 A second part holds 1,000 and 10,000 slow streams open through the router and records its RSS.
 """
 
