@@ -82,6 +82,39 @@ def wait_port(port: int, timeout_s: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def nginx_conf(workdir: Path, http: str) -> Path:
+    """An nginx.conf for one foreground nginx process working in ``workdir``, with ``http``
+    inside its http block."""
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+user root;
+worker_processes 1;
+master_process off;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 65536; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  keepalive_requests 1000000;
+{http}
+}}
+""")
+    return conf
+
+
+def start_nginx(conf: Path, cpu: int | None) -> subprocess.Popen[bytes]:
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    return subprocess.Popen(
+        [*pin, need("nginx"), "-c", str(conf), "-p", str(conf.parent)], stderr=subprocess.DEVNULL
+    )
+
+
 class Nginx:
     """A static OpenAI-shaped backend: JSON answers, an SSE body (for requests with an
     ``X-Bench-Stream`` header, or all of them with ``always_stream``), health and models."""
@@ -93,22 +126,9 @@ class Nginx:
         self.dir = Path(tempfile.mkdtemp(prefix="llmops-bench-nginx-"))
         models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         (self.dir / "stream").write_text(sse_body(sse_chunks))
-        conf = self.dir / "nginx.conf"
-        conf.write_text(f"""
-user root;
-worker_processes 1;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 65536; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir}/body;
-  proxy_temp_path {self.dir}/proxy;
-  fastcgi_temp_path {self.dir}/fcgi;
-  uwsgi_temp_path {self.dir}/uwsgi;
-  scgi_temp_path {self.dir}/scgi;
-  keepalive_requests 1000000;
+        conf = nginx_conf(
+            self.dir,
+            f"""
   server {{
     listen 127.0.0.1:{self.port} reuseport backlog=4096;
     location = /health {{ return 200 ""; }}
@@ -119,13 +139,9 @@ http {{
       return 200 '{RESPONSE_BODY}';
     }}
     location = /stream {{ root {self.dir}; default_type text/event-stream; error_page 405 =200 $uri; }}
-  }}
-}}
-""")
-        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
-        self.process = subprocess.Popen(
-            [*pin, need("nginx"), "-c", str(conf), "-p", str(self.dir)], stderr=subprocess.DEVNULL
+  }}""",
         )
+        self.process = start_nginx(conf, cpu)
         wait_port(self.port)
 
     @property
@@ -266,23 +282,11 @@ def start_nginx_proxy(upstream: str, workdir: Path) -> tuple[subprocess.Popen[by
     """nginx ``proxy_pass`` on core 1, one process, pooled upstream connections and no
     buffering (each read relayed at once, as a stream needs): the C reference."""
     port = free_port()
-    conf = workdir / "nginx-proxy.conf"
-    conf.write_text(f"""
-user root;
-worker_processes 1;
-master_process off;
-daemon off;
-pid {workdir}/nginx-proxy.pid;
-error_log {workdir}/nginx-proxy.log warn;
-events {{ worker_connections 65536; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/fcgi;
-  uwsgi_temp_path {workdir}/uwsgi;
-  scgi_temp_path {workdir}/scgi;
-  keepalive_requests 1000000;
+    here = workdir / "nginx-proxy"
+    here.mkdir(exist_ok=True)
+    conf = nginx_conf(
+        here,
+        f"""
   upstream backend {{ server {upstream.removeprefix("http://")}; keepalive 1024; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
@@ -292,13 +296,9 @@ http {{
       proxy_set_header Connection "";
       proxy_buffering off;
     }}
-  }}
-}}
-""")
-    process = subprocess.Popen(
-        ["taskset", "-c", "1", need("nginx"), "-c", str(conf), "-p", str(workdir)],
-        stderr=subprocess.DEVNULL,
+  }}""",
     )
+    process = start_nginx(conf, 1)
     wait_port(port)
     return process, f"http://127.0.0.1:{port}"
 
