@@ -191,8 +191,8 @@ async def _forward(
             return outcome
         failure = outcome
         exchange.error_kind = failure.kind
-        if time.monotonic() >= deadline:
-            break
+        if failure.local or time.monotonic() >= deadline:
+            break  # a shortage of the router's own would meet every backend: answer it now
     if failure is None:
         message = f"no healthy backend for model `{exchange.model}`"
         return error_reply(503, message, "no_healthy_backend")

@@ -43,15 +43,17 @@ def test_the_soft_limit_is_raised_to_the_hard_one_and_a_low_one_is_reported(tmp_
     assert "Traceback" not in stderr
 
 
-async def test_running_out_of_open_files_is_a_503_and_the_backend_is_not_blamed(
+async def test_running_out_of_open_files_is_a_503_at_once_and_no_engine_is_blamed(
     start_sim: StartSim, tmp_path: Path
 ) -> None:
     """Streams take the router's last descriptors; a request that then needs a new engine
-    connection gets a 503 with Retry-After, however often it is asked, and the engine is
-    not ejected for the router's own shortage: once the streams end, requests go through."""
-    sim = await start_sim(model="m", itl_ms=100)
+    connection gets a 503 with Retry-After at once (no retry: every engine would meet the
+    same shortage), however often it is asked, and no engine is ejected for the router's
+    own shortage: once the streams end, requests go through."""
+    sims = [await start_sim(model="m", itl_ms=100) for _ in range(2)]
     config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump(router_config([("m", sim.url)])))  # breaker: 5 in a row
+    backends = [("m", sim.url) for sim in sims]
+    config.write_text(yaml.safe_dump(router_config(backends)))  # breaker: 5 in a row
     async with router_process(config, open_files=64) as (_, url):
         prober = await connect(url)  # accepted before the descriptors run out
         streams = []
@@ -78,7 +80,17 @@ async def test_running_out_of_open_files_is_a_503_and_the_backend_is_not_blamed(
         for writer in streams:
             writer.close()
         await asyncio.sleep(0.5)  # the router sees the clients go and closes their streams
-        prober[1].write(post(chat("after")))
-        status, _, body = await asyncio.wait_for(read_response(prober[0]), 10)
-        assert status == b"HTTP/1.1 200 OK", body
+        for _ in range(4):  # the engines still take requests: none was ejected
+            prober[1].write(post(chat("after")))
+            status, _, body = await asyncio.wait_for(read_response(prober[0]), 10)
+            assert status == b"HTTP/1.1 200 OK", body
+        prober[1].write(b"GET /metrics HTTP/1.1\r\nHost: r\r\n\r\n")
+        _, _, metrics = await asyncio.wait_for(read_response(prober[0]), 10)
         prober[1].close()
+    shortages = sum(
+        float(line.rsplit(b" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(b"llmops_router_upstream_failures_total") and b"router_resources" in line
+    )
+    assert 8 <= shortages <= 9  # one attempt per request (a stream may have met it too)
+    assert b"\nllmops_router_retries_total{" not in metrics  # no retry on the other engine
