@@ -1,12 +1,13 @@
 """The fast lane: inference requests answered without aiohttp's request machinery.
 
 Every connection starts in the fast lane. An ordinary request (``parse_head``: an
-HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body, its head in one read) is
-gathered until its body is in, proxied from here, and its answer written straight to the
-socket. The first request that is not ordinary hands the connection to aiohttp for good,
-its bytes untouched, so every edge of HTTP (a head in pieces, chunked or compressed bodies,
-``Expect``, HTTP/1.0, bad heads, other paths) keeps aiohttp's handling. The request
-handler in ``server`` does the gathering and the handing.
+HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body) is gathered until its head and
+body are in (they may come in pieces), proxied from here, and its answer written straight
+to the socket. The first request that
+is not ordinary hands the connection to aiohttp for good, its bytes untouched, so every
+edge of HTTP (chunked or compressed bodies, ``Expect``, HTTP/1.0, bad heads, other paths)
+keeps aiohttp's handling. The request handler in ``server`` does the gathering and the
+handing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from llmops.router.inbound import Head, HeadLimits, Inbound, parse_head, send_re
 from llmops.router.proxy import error_reply, proxy_request
 from llmops.router.state import RouterState
 
+#: Every request the lane takes starts so.
+_LANE_START = b"POST /v1/"
+
 
 class FastLane:
     """Parses and answers fast-lane requests for one router."""
@@ -28,6 +32,16 @@ class FastLane:
     def __init__(self, router: RouterState, limits: HeadLimits) -> None:
         self._router = router
         self._limits = limits
+
+    @staticmethod
+    def head_coming(data: bytes) -> bool:
+        """Whether ``data`` may be the start of a head the lane would take, still incomplete
+        (a head longer than a network packet, or a client that writes it in pieces)."""
+        return data[: len(_LANE_START)] == _LANE_START[: len(data)] and b"\r\n\r\n" not in data
+
+    def hand_off(self) -> None:
+        """A connection leaves the lane for aiohttp's side: counted for ``/metrics``."""
+        self._router.lane_handoffs += 1
 
     def head(self, data: bytes) -> Head | None:
         """The head at the start of ``data`` if the fast lane takes its request."""

@@ -242,6 +242,13 @@ class _StateCollector(Collector):
         )
         stream_errors.add_metric([], router.stream_errors)
         yield stream_errors
+        handoffs = CounterMetricFamily(
+            "llmops_router_lane_handoffs",
+            "Client connections handed from the fast lane to the general HTTP path (requests "
+            "other than POST /v1/..., chunked or compressed bodies, Expect, HTTP/1.0).",
+        )
+        handoffs.add_metric([], router.lane_handoffs)
+        yield handoffs
 
         limiter = router.limits
         decisions = CounterMetricFamily(

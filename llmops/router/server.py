@@ -122,6 +122,7 @@ class _GuardedHandler(RequestHandler):
         "_gather_timer",
         "_gathered",
         "_gathering",
+        "_head_piece",
         "_head_started",
         "_head_timeout_s",
         "_head_timer",
@@ -148,6 +149,7 @@ class _GuardedHandler(RequestHandler):
         self._lane = lane  # None once aiohttp parses this connection
         self._lane_task: asyncio.Task[None] | None = None
         self._held = b""  # what arrived while the fast lane was answering
+        self._head_piece = bytearray()  # the start of a lane request's head, the rest coming
         self._gathering: Head | None = None  # a lane request whose body is still coming
         self._gathered = bytearray()  # its bytes so far
         self._gather_timer: asyncio.TimerHandle | None = None
@@ -177,8 +179,20 @@ class _GuardedHandler(RequestHandler):
                     self._stop_gathering()
                     self._start_lane(head, data)
                 return
+            if self._head_piece:  # the start of this head came in an earlier read
+                piece = self._head_piece
+                piece += data
+                if len(piece) <= _MAX_HEAD_BYTES and b"\r\n\r\n" not in piece[-len(data) - 3 :]:
+                    return  # still more to come
+                data, self._head_piece = bytes(piece), bytearray()
             if self._enter_lane(data):
                 return
+            if len(data) <= _MAX_HEAD_BYTES and self._lane.head_coming(data):
+                self._head_piece = bytearray(data)  # the rest comes within the head timeout
+                if self._head_started is None:
+                    self._head_started = self._loop.time()
+                return
+            self._lane.hand_off()
             self._lane = None
         if self._head_started is None and self._awaiting_head():
             self._head_started = self._loop.time()

@@ -45,6 +45,7 @@ class RouterState:
     shutting_down: bool = False
     cancelled: int = 0
     stream_errors: int = 0
+    lane_handoffs: int = 0  # client connections the fast lane handed to aiohttp's side
     _pools: dict[str, UpstreamPool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
+from llmops.router.fastlane import FastLane
 from tests.conftest import StartRouter, StartSim, router_config, router_process
 from tests.router.test_resilience_health import write_config
 
@@ -142,23 +144,65 @@ async def test_reading_pauses_while_a_big_request_waits_behind_a_stream(
     sock.close()
 
 
-async def test_a_request_in_pieces_is_answered_and_the_connection_goes_on(
+async def handoffs(url: str) -> float:
+    """The router's count of connections handed to aiohttp's side (this request's included)."""
+    reader, writer = await connect(url)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+    _, _, text = await read_response(reader)
+    writer.close()
+    line = next(x for x in text.splitlines() if x.startswith(b"llmops_router_lane_handoffs_total"))
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize(
+    ("data", "coming"),
+    [
+        (b"P", True),
+        (b"POST /v", True),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: r\r\nContent-Le", True),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: r\r\n\r\n", False),  # whole: parsed
+        (b"GET /v1/models HTTP/1.1\r\n", False),
+        (b"POST /admin/reload HTTP/1.1\r\n", False),
+        (b"PUT /v1/x", False),
+    ],
+)
+def test_the_lane_waits_only_for_the_rest_of_a_head_it_could_take(
+    data: bytes, coming: bool
+) -> None:
+    assert FastLane.head_coming(data) is coming
+
+
+async def test_a_request_in_pieces_stays_in_the_fast_lane(
     start_sim: StartSim, start_router: StartRouter
 ) -> None:
+    """A head split across reads (longer than a packet, or written in pieces) is gathered
+    by the lane; only what the lane cannot take moves a connection to aiohttp's side."""
     sim = await start_sim(model="m")
     url = await start_router(router_config([("m", sim.url)]))
+    before = await handoffs(url)
     reader, writer = await connect(url)
-    raw = post(chat("pieces"), "X-Request-Id: pieces")
-    writer.write(raw[:20])
-    await asyncio.sleep(0.05)
-    writer.write(raw[20:])
+    raw = post(chat("pieces"), "X-Request-Id: pieces", "X-Padding: " + "p" * 3000)
+    for cut in (3, 20, 1500, len(raw) - 10):  # in the request line, the head, the body
+        writer.write(raw[:cut])
+        raw = raw[cut:]
+        await asyncio.sleep(0.05)
+    writer.write(raw)
     status, headers, _ = await read_response(reader)
     assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "pieces"
     writer.write(post(chat("whole"), "X-Request-Id: whole"))
     status, headers, _ = await read_response(reader)
     assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "whole"
+    assert await handoffs(url) == before + 1  # the second count's own GET, nothing else
+    chunked = b"POST /v1/chat/completions HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n"
+    body = orjson.dumps(chat("chunked"))
+    writer.write(chunked[:30])  # in pieces, and not the lane's: aiohttp answers it
+    await asyncio.sleep(0.05)
+    writer.write(chunked[30:] + b"\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+    status, _, answer = await read_response(reader)
+    assert status == b"HTTP/1.1 200 OK" and orjson.loads(answer)["object"] == "chat.completion"
+    assert await handoffs(url) == before + 3  # this connection, and the third count's GET
     writer.close()
-    assert sim.state.by_path["/v1/chat/completions"] == 2
+    assert sim.state.by_path["/v1/chat/completions"] == 3
 
 
 async def test_a_body_in_pieces_is_gathered_and_answered(
