@@ -3,11 +3,10 @@
 Every connection starts in the fast lane. An ordinary request (``parse_head``: an
 HTTP/1.1 ``POST /v1/...`` with a ``Content-Length`` body) is gathered until its head and
 body are in (they may come in pieces), proxied from here, and its answer written straight
-to the socket. The first request that
-is not ordinary hands the connection to aiohttp for good, its bytes untouched, so every
-edge of HTTP (chunked or compressed bodies, ``Expect``, HTTP/1.0, bad heads, other paths)
-keeps aiohttp's handling. The request handler in ``server`` does the gathering and the
-handing.
+to the socket. The first request that is not ordinary hands the connection to aiohttp for
+good, its bytes untouched, so every edge of HTTP (chunked or compressed bodies,
+``Expect``, HTTP/1.0, bad heads, other paths) keeps aiohttp's handling. The request
+handler in ``server`` does the gathering and the handing.
 """
 
 from __future__ import annotations
