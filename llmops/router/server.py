@@ -122,7 +122,6 @@ class _GuardedHandler(RequestHandler):
         "_gather_timer",
         "_gathered",
         "_gathering",
-        "_head_piece",
         "_head_started",
         "_head_timeout_s",
         "_head_timer",
@@ -149,9 +148,9 @@ class _GuardedHandler(RequestHandler):
         self._lane = lane  # None once aiohttp parses this connection
         self._lane_task: asyncio.Task[None] | None = None
         self._held = b""  # what arrived while the fast lane was answering
-        self._head_piece = bytearray()  # the start of a lane request's head, the rest coming
-        self._gathering: Head | None = None  # a lane request whose body is still coming
-        self._gathered = bytearray()  # its bytes so far
+        # A lane request that comes in pieces: its bytes so far, and its head once parsed.
+        self._gathered = bytearray()
+        self._gathering: Head | None = None
         self._gather_timer: asyncio.TimerHandle | None = None
         self._discarding = False  # after a 408: read and drop until the connection closes
 
@@ -172,23 +171,20 @@ class _GuardedHandler(RequestHandler):
                 return
             if self._discarding:
                 return
-            if self._gathering is not None:  # more of a lane request's body
-                self._gathered += data
-                if len(self._gathered) >= self._gathering.length:
-                    head, data = self._gathering, bytes(self._gathered)
-                    self._stop_gathering()
+            if self._gathered:  # more of a lane request that came in pieces
+                gathered = self._gathered
+                gathered += data
+                if not self._all_gathered(len(data)):
+                    return
+                head, data = self._gathering, bytes(gathered)
+                self._stop_gathering()
+                if head is not None:
                     self._start_lane(head, data)
-                return
-            if self._head_piece:  # the start of this head came in an earlier read
-                piece = self._head_piece
-                piece += data
-                if len(piece) <= _MAX_HEAD_BYTES and b"\r\n\r\n" not in piece[-len(data) - 3 :]:
-                    return  # still more to come
-                data, self._head_piece = bytes(piece), bytearray()
+                    return
             if self._enter_lane(data):
                 return
             if len(data) <= _MAX_HEAD_BYTES and self._lane.head_coming(data):
-                self._head_piece = bytearray(data)  # the rest comes within the head timeout
+                self._gathered = bytearray(data)  # the rest comes within the head timeout
                 if self._head_started is None:
                     self._head_started = self._loop.time()
                 return
@@ -199,6 +195,14 @@ class _GuardedHandler(RequestHandler):
         super().data_received(data)
         if self._messages:  # a whole head is in
             self._head_started = None
+
+    def _all_gathered(self, added: int) -> bool:
+        """Whether the request being gathered is in: its body (its head is parsed), or its
+        head (the terminator, looked for in the bytes just added) or more than a head may be."""
+        gathered = self._gathered
+        if self._gathering is not None:
+            return len(gathered) >= self._gathering.length
+        return len(gathered) > _MAX_HEAD_BYTES or b"\r\n\r\n" in gathered[-added - 3 :]
 
     def _enter_lane(self, data: bytes) -> bool:
         """Start answering the request at the start of ``data`` if the fast lane takes it."""
