@@ -107,7 +107,8 @@ class _GuardedHandler(RequestHandler):
     aiohttp makes itself (a head it cannot parse, bad body framing, an unknown ``Expect``)
     as OpenAI-shaped JSON like every other error of the router, and with the fast lane in
     front of aiohttp's parser until the first request the lane does not take. A lane
-    request whose body comes in pieces is gathered here, within ``body_timeout_s``.
+    request whose head or body comes in pieces is gathered here (the body within
+    ``body_timeout_s``).
 
     A head must be complete ``head_timeout_s`` after the connection opened (first request)
     or after its first byte arrived (later ones); an idle keep-alive connection is aiohttp's
