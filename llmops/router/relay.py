@@ -144,7 +144,7 @@ class _ClientSink:
         if self._tap is not None:
             data = self._tap.feed(data)
         if data:
-            self._write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+            self._write(_frame(data, self._chunked))
 
     def frames(self, chunks: bytes) -> None:
         """Whole chunks as the upstream framed them, for a client that reads chunks."""
