@@ -95,11 +95,20 @@ async def roundtrip(pool: UpstreamPool, body: bytes = b"{}") -> tuple[int, bytes
     return answer
 
 
-def chunked(pieces: list[bytes]) -> bytes:
-    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+def chunked(pieces: list[bytes], extension: bytes = b";ext=1") -> bytes:
+    """``pieces`` as a chunked body, each size line with ``extension``."""
+    sized = (b"%x%b\r\n%b\r\n" % (len(p), extension, p) for p in pieces if p)
+    return b"".join(sized) + b"0\r\n\r\n"
 
 
 StartRaw = Callable[..., Awaitable[tuple[RawServer, int]]]
+
+# A body's pieces and the offsets where the network cuts it into packets.
+PIECES = st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8)
+CUTS = st.lists(st.integers(min_value=1, max_value=500), max_size=10)
+PACKET_CUTS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def cut(raw: bytes, cuts: list[int]) -> list[bytes]:
@@ -113,13 +122,8 @@ def cut(raw: bytes, cuts: list[int]) -> list[bytes]:
     return packets
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    pieces=st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8),
-    cuts=st.lists(st.integers(min_value=1, max_value=500), max_size=10),
-)
+@PACKET_CUTS
+@given(pieces=PIECES, cuts=CUTS)
 async def test_chunked_bodies_decode_whatever_the_packet_boundaries(
     pieces: list[bytes], cuts: list[int]
 ) -> None:
@@ -152,22 +156,13 @@ def dechunk(framed: bytes) -> bytes:
     return payload
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    pieces=st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8),
-    cuts=st.lists(st.integers(min_value=1, max_value=500), max_size=10),
-    plain_sizes=st.booleans(),
-)
+@PACKET_CUTS
+@given(pieces=PIECES, cuts=CUTS, plain_sizes=st.booleans())
 async def test_a_relay_passes_whole_chunks_on_as_they_came_and_decodes_the_rest(
     pieces: list[bytes], cuts: list[int], plain_sizes: bool
 ) -> None:
-    body = (
-        b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-        if plain_sizes
-        else chunked(pieces)  # with chunk extensions: never passed on as they are
-    )
+    # With chunk extensions, chunks are never passed on as they are.
+    body = chunked(pieces, b"") if plain_sizes else chunked(pieces)
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     server = RawServer(lambda _: cut(raw, cuts))
     pool = UpstreamPool("127.0.0.1", await server.start(), None)
