@@ -14,6 +14,7 @@ import pytest
 
 from llmops.router.fastlane import FastLane
 from tests.conftest import StartRouter, StartSim, router_config, router_process
+from tests.router.test_hardening_slow_clients import connect
 from tests.router.test_resilience_health import write_config
 
 Reader = asyncio.StreamReader
@@ -49,11 +50,6 @@ async def read_response(reader: Reader) -> tuple[bytes, dict[str, str], bytes]:
         assert await reader.readexactly(2) == b"\r\n"
     assert await reader.readexactly(2) == b"\r\n"
     return status, headers, body
-
-
-async def connect(url: str) -> tuple[Reader, asyncio.StreamWriter]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return await asyncio.open_connection(host, int(port))
 
 
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(

@@ -12,7 +12,8 @@ import orjson
 import yaml
 
 from tests.conftest import StartSim, router_config, router_process
-from tests.router.test_fast_lane import chat, connect, post, read_response
+from tests.router.test_fast_lane import chat, post, read_response
+from tests.router.test_hardening_slow_clients import connect
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one_and_a_low_one_is_reported(tmp_path: Path) -> None:
