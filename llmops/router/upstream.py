@@ -30,7 +30,11 @@ class UpstreamFailure:
     body: bytes
     content_type: str = "application/json"
     retry_after_s: float | None = None
-    local: bool = False  # the router's own shortage: the backend is not to blame
+
+    @property
+    def local(self) -> bool:
+        """The router's own shortage: the backend is not to blame."""
+        return self.kind == UpstreamNoResources.kind
 
     @property
     def message(self) -> str:
@@ -41,9 +45,7 @@ def failure_from_exception(exc: BaseException, backend_id: str, phase: str) -> U
     """Classify a client-side exception raised while talking to a backend."""
     if isinstance(exc, UpstreamNoResources):  # worth a retry soon, once streams have ended
         message = f"router overloaded: no connection to backend {backend_id} ({exc})"
-        return UpstreamFailure(
-            exc.kind, 503, error_json(503, message, exc.kind), retry_after_s=1.0, local=True
-        )
+        return UpstreamFailure(exc.kind, 503, error_json(503, message, exc.kind), retry_after_s=1.0)
     if isinstance(exc, UpstreamError):
         kind = exc.kind
         status = 504 if kind == "connect_timeout" else 502
