@@ -201,6 +201,28 @@ async def test_a_request_in_pieces_stays_in_the_fast_lane(
     assert sim.state.by_path["/v1/chat/completions"] == 3
 
 
+async def test_a_head_too_long_to_gather_goes_to_aiohttps_side_whole(
+    start_sim: StartSim, start_router: StartRouter
+) -> None:
+    """The lane gathers at most 64 KiB of a head; past that, the connection and every byte
+    it gathered go to aiohttp's side, which answers the request as it came."""
+    sim = await start_sim(model="m")
+    url = await start_router(router_config([("m", sim.url)]))
+    before = await handoffs(url)
+    reader, writer = await connect(url)
+    big = [f"X-Big-{i}: " + "b" * 7000 for i in range(13)]  # 91 KB of head, each line allowed
+    raw = post(chat("big head"), "X-Request-Id: big", *big)
+    for start in range(0, len(raw), 20_000):  # 80 KB before the terminator: past the cap
+        writer.write(raw[start : start + 20_000])
+        await asyncio.sleep(0.05)
+    status, headers, body = await asyncio.wait_for(read_response(reader), 10)
+    assert status == b"HTTP/1.1 200 OK" and headers["x-request-id"] == "big"
+    assert orjson.loads(body)["object"] == "chat.completion"
+    writer.close()
+    assert await handoffs(url) == before + 2  # this connection, and the second count's GET
+    assert sim.state.by_path["/v1/chat/completions"] == 1
+
+
 async def test_a_body_in_pieces_is_gathered_and_answered(
     start_sim: StartSim, start_router: StartRouter
 ) -> None:
